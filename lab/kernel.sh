@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Build (or find in the cache) the lab kernel and the uAPI headers that
+# vfiolab compiles against.
+#
+#   lab/kernel.sh [--source DIR] [--fragment FILE]... [--headers-only] [--quiet]
+#
+# Prints one line on stdout: the directory holding the artifacts:
+#   bzImage    the kernel (absent with --headers-only)
+#   config     its final .config
+#   usr/include  the installed uAPI headers (make headers_install)
+#   identity   what the cache key was made of
+#
+# The default source is Debian's linux-source-6.12, unpacked once into the
+# cache. With --source, any kernel tree is built out of tree (O=), so the
+# user's tree is never written to. Artifacts are keyed by the source's
+# identity (package version, or git HEAD plus a hash of local changes, or a
+# listing of file sizes and times) and by the config fragments; build
+# directories are keyed by source path and fragments so a developer's edits
+# rebuild incrementally.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lab/common.sh
+. "$here/common.sh"
+
+source_dir=""
+fragments=("$here/kernel.config")
+headers_only=0
+quiet=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --source) source_dir=$(realpath "$2"); shift 2 ;;
+        --fragment) fragments+=("$(realpath "$2")"); shift 2 ;;
+        --headers-only) headers_only=1; shift ;;
+        --quiet) quiet=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) die "kernel.sh: unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+log() { [ "$quiet" = 1 ] || echo "kernel: $*" >&2; }
+
+debian_source_identity() {
+    local version
+    version=$(dpkg-query -W -f='${Version}' "$LAB_DEBIAN_KERNEL_PACKAGE" 2>/dev/null) ||
+        die "kernel: package $LAB_DEBIAN_KERNEL_PACKAGE is not installed (run scripts/deps.sh, or pass --source DIR)"
+    echo "debian $LAB_DEBIAN_KERNEL_PACKAGE $version"
+}
+
+# Unpack Debian's tarball once per package version.
+debian_source_tree() {
+    local version dir tarball
+    version=$(dpkg-query -W -f='${Version}' "$LAB_DEBIAN_KERNEL_PACKAGE")
+    dir="$LAB_CACHE/src/$LAB_DEBIAN_KERNEL_PACKAGE-$version"
+    tarball="/usr/src/$LAB_DEBIAN_KERNEL_PACKAGE.tar.xz"
+    if [ ! -f "$dir/.vfiolab-unpacked" ]; then
+        [ -f "$tarball" ] || die "kernel: $tarball is missing"
+        log "unpacking $tarball"
+        rm -rf "$dir" "$dir.tmp"
+        mkdir -p "$dir.tmp"
+        tar -xf "$tarball" -C "$dir.tmp" --strip-components=1
+        mv "$dir.tmp" "$dir"
+        touch "$dir/.vfiolab-unpacked"
+    fi
+    echo "$dir"
+}
+
+user_source_identity() {
+    local dir=$1
+    [ -f "$dir/Makefile" ] && [ -f "$dir/Kconfig" ] ||
+        die "kernel: '$dir' does not look like a kernel tree (no Makefile and Kconfig)"
+    if git -C "$dir" rev-parse --git-dir >/dev/null 2>&1; then
+        # HEAD plus a hash of everything that differs from it, so local edits
+        # make a new key.
+        local head changes
+        head=$(git -C "$dir" rev-parse HEAD)
+        changes=$( { git -C "$dir" diff HEAD; git -C "$dir" status --porcelain --untracked-files=normal; } | sha256sum | cut -c1-16)
+        echo "git $dir $head $changes"
+    else
+        local listing
+        listing=$(cd "$dir" && find . -path ./.git -prune -o -type f \
+            \( -name '*.[chS]' -o -name 'Kconfig*' -o -name 'Makefile*' -o -name '*.lds*' \) \
+            -printf '%P %s %T@\n' | LC_ALL=C sort | sha256sum | cut -c1-16)
+        echo "tree $dir $listing"
+    fi
+}
+
+if [ -n "$source_dir" ]; then
+    identity=$(user_source_identity "$source_dir")
+    tree=$source_dir
+else
+    identity=$(debian_source_identity)
+    tree=$(debian_source_tree)
+fi
+
+fragment_hash=$(cat "${fragments[@]}" | sha256sum | cut -c1-16)
+compiler=$(gcc --version | head -n1)
+if [ "$headers_only" = 1 ]; then
+    key=$(printf '%s\n' "headers" "$identity" | sha256sum | cut -c1-16)
+else
+    key=$(printf '%s\n' "kernel" "$identity" "$fragment_hash" "$compiler" "$LAB_KERNEL_RECIPE" |
+        sha256sum | cut -c1-16)
+fi
+out="$LAB_CACHE/kernel/$key"
+
+if [ -f "$out/.complete" ]; then
+    log "cached: $out"
+    echo "$out"
+    exit 0
+fi
+
+rm -rf "$out"
+mkdir -p "$out"
+printf '%s\n' "$identity" "fragments: ${fragments[*]} ($fragment_hash)" "compiler: $compiler" >"$out/identity"
+
+jobs=$(( $(nproc) + 1 ))
+
+if [ "$headers_only" = 1 ]; then
+    hdr_build="$LAB_CACHE/build/headers-$key"
+    mkdir -p "$hdr_build"
+    log "installing uAPI headers from $tree"
+    make -s -C "$tree" O="$hdr_build" ARCH=x86_64 INSTALL_HDR_PATH="$out/usr" headers_install >&2
+    touch "$out/.complete"
+    echo "$out"
+    exit 0
+fi
+
+build="$LAB_CACHE/build/$(printf '%s\n' "$tree" "$fragment_hash" | sha256sum | cut -c1-16)"
+mkdir -p "$build"
+log "configuring in $build (tinyconfig + ${fragments[*]})"
+start=$(date +%s)
+make -s -C "$tree" O="$build" ARCH=x86_64 tinyconfig >&2
+"$tree/scripts/kconfig/merge_config.sh" -m -O "$build" "$build/.config" "${fragments[@]}" >/dev/null
+make -s -C "$tree" O="$build" ARCH=x86_64 olddefconfig >&2
+
+# merge_config.sh drops silently what a dependency blocks: check each option.
+missing=0
+while IFS= read -r line; do
+    case "$line" in
+        CONFIG_*=*)
+            if ! grep -qxF "$line" "$build/.config"; then
+                name=${line%%=*}
+                got=$(grep -E "^(# )?$name[= ]" "$build/.config" || echo "$name absent")
+                echo "kernel: asked for '$line', got '$got'" >&2
+                missing=1
+            fi
+            ;;
+    esac
+done < <(cat "${fragments[@]}")
+[ "$missing" = 0 ] || die "kernel: config options above did not survive olddefconfig (a dependency is missing)"
+
+log "building bzImage with -j$jobs"
+make -s -C "$tree" O="$build" ARCH=x86_64 -j"$jobs" bzImage >&2
+make -s -C "$tree" O="$build" ARCH=x86_64 INSTALL_HDR_PATH="$out/usr" headers_install >&2
+cp "$build/arch/x86/boot/bzImage" "$out/bzImage"
+cp "$build/.config" "$out/config"
+echo "build seconds: $(( $(date +%s) - start ))" >>"$out/identity"
+touch "$out/.complete"
+log "built in $(( $(date +%s) - start )) s: $out"
+echo "$out"
