@@ -1,0 +1,53 @@
+// PCI addresses (BDF) and what sysfs says about a PCI device: its IDs,
+// driver, IOMMU group and VFIO device node. The sysfs root is a parameter so
+// host unit tests can point it at a fake tree of files.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vfiolab {
+
+// segment:bus:device.function, as in /sys/bus/pci/devices/0000:00:04.0.
+struct Bdf {
+  std::uint16_t segment = 0;
+  std::uint8_t bus = 0;
+  std::uint8_t device = 0;    // 0..31
+  std::uint8_t function = 0;  // 0..7
+  std::string str() const;
+  auto operator<=>(const Bdf&) const = default;
+};
+
+// Accepts "SSSS:BB:DD.F" and the short "BB:DD.F" (segment 0), hex digits in
+// either case. The error names what is wrong with the text.
+std::expected<Bdf, std::string> parse_bdf(std::string_view text);
+
+class Sysfs {
+ public:
+  explicit Sysfs(std::filesystem::path root = "/sys");
+
+  std::filesystem::path device_dir(const Bdf& bdf) const;
+  bool exists(const Bdf& bdf) const;
+  std::optional<std::uint16_t> vendor(const Bdf& bdf) const;
+  std::optional<std::uint16_t> device_id(const Bdf& bdf) const;
+  // Name of the bound driver; nullopt when the device has none.
+  std::optional<std::string> driver(const Bdf& bdf) const;
+  std::optional<int> iommu_group(const Bdf& bdf) const;
+  std::vector<Bdf> iommu_group_members(int group) const;
+  // "vfio0" for /dev/vfio/devices/vfio0, when the kernel has VFIO cdev and
+  // the device is on a VFIO driver.
+  std::optional<std::string> vfio_cdev(const Bdf& bdf) const;
+
+ private:
+  std::optional<std::string> read_line(const std::filesystem::path& file) const;
+  std::optional<std::string> link_name(const std::filesystem::path& link) const;
+  std::filesystem::path root_;
+};
+
+}  // namespace vfiolab

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the lab guest's initramfs: busybox, the init, the run's plan and
+# settings, and the given programs with the shared libraries they need.
+#
+#   lab/initramfs.sh OUTPUT.cpio.gz ENV_FILE PLAN_FILE [PROGRAM...]
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/common.sh"
+
+[ $# -ge 3 ] || die "usage: lab/initramfs.sh OUTPUT ENV_FILE PLAN_FILE [PROGRAM...]"
+output=$(realpath -m "$1")
+env_file=$2
+plan_file=$3
+shift 3
+
+busybox=$(command -v busybox) || die "initramfs: busybox is missing (apt-get install busybox-static)"
+# A dynamically linked busybox would need its libraries too; insist on static.
+if ldd "$busybox" >/dev/null 2>&1; then
+    die "initramfs: $busybox is dynamically linked; install busybox-static"
+fi
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,root,lab,etc}
+cp "$busybox" "$root/bin/busybox"
+install -m 0755 "$here/guest/init" "$root/init"
+cp "$env_file" "$root/lab/env"
+cp "$plan_file" "$root/lab/plan"
+echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+
+copy_with_libraries() {
+    local program=$1
+    cp "$program" "$root/usr/bin/"
+    # ldd prints "name => /path (addr)" and "/lib64/ld-linux... (addr)".
+    ldd "$program" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+        [ -f "$lib" ] || continue
+        mkdir -p "$root$(dirname "$lib")"
+        [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"
+    done
+}
+
+for program in "$@"; do
+    [ -x "$program" ] || die "initramfs: '$program' is not an executable file"
+    copy_with_libraries "$program"
+done
+
+(cd "$root" && find . -print0 | cpio --null -o -H newc --quiet) | gzip -1 >"$output"

@@ -1,0 +1,190 @@
+// vfiolab-lab-report: the lab runner's reporting half.
+//
+//   vfiolab-lab-report follow [--verbose]
+//       Read KTAP from stdin as the guest sends it and print each program's
+//       results as they arrive.
+//   vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...
+//       Parse the finished run: per-program and total counts, kernel
+//       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
+//       JUnit XML. Exit 0 when nothing failed, 1 otherwise.
+#include "junit.h"
+
+#include "vfiolab/kernel_log.h"
+#include "vfiolab/ktap.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace vfiolab;
+
+constexpr std::size_t kDiagnosticLinesShown = 12;
+
+std::string counts_text(const ktap::Counts& counts) {
+  return fmt::format("{} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
+}
+
+std::string result_text(const ktap::Result& result) {
+  std::string text = fmt::format("{} {}", result.ok ? "ok" : "not ok", result.name);
+  if (result.directive != ktap::Directive::none) {
+    text += fmt::format(" # {}", ktap::directive_name(result.directive));
+    if (!result.reason.empty()) text += " " + result.reason;
+  }
+  return text;
+}
+
+int follow(bool verbose) {
+  auto start = std::chrono::steady_clock::now();
+  auto stamp = [&] {
+    std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    return fmt::format("[{:6.1f}s]", elapsed.count());
+  };
+  ktap::Parser parser([&](const ktap::Result& result, int depth) {
+    if (depth == 0) {
+      fmt::print("{} {} ({})\n", stamp(), result_text(result), counts_text(ktap::count(result)));
+    } else if (depth == 1 && !verbose) {
+      fmt::print("{}   {}\n", stamp(), result_text(result));
+    }
+    std::fflush(stdout);
+  });
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (verbose) {
+      fmt::print("{} {}\n", stamp(), line);
+      std::fflush(stdout);
+    }
+    parser.feed_line(line);
+  }
+  parser.finish();
+  return 0;
+}
+
+std::optional<std::string> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// The failing leaves of a result, with the last lines of their output.
+void print_failures(const ktap::Result& result, const std::string& path) {
+  std::string name = path.empty() ? result.name : path + "/" + result.name;
+  bool child_failed = false;
+  for (const auto& subtest : result.subtests) {
+    if (ktap::count(subtest).failed > 0) {
+      child_failed = true;
+      print_failures(subtest, name);
+    }
+  }
+  if (child_failed || ktap::outcome(result) != ktap::Outcome::fail) return;
+  fmt::print("  FAIL {}{}\n", name, result.reason.empty() ? "" : " (" + result.reason + ")");
+  const auto& lines = result.diagnostics;
+  std::size_t first = lines.size() > kDiagnosticLinesShown ? lines.size() - kDiagnosticLinesShown : 0;
+  for (std::size_t i = first; i < lines.size(); ++i) fmt::print("       {}\n", lines[i]);
+}
+
+int summarize(const std::string& ktap_path, const std::string& log_path, const std::string& junit_path,
+              std::vector<std::string> notes) {
+  auto ktap_text = read_file(ktap_path);
+  if (!ktap_text) {
+    fmt::print(stderr, "vfiolab-lab-report: cannot read KTAP file '{}'\n", ktap_path);
+    return 2;
+  }
+  auto log_text = read_file(log_path);
+  if (!log_text) notes.push_back(fmt::format("no kernel log at '{}'", log_path));
+
+  ktap::Document document = ktap::parse(*ktap_text);
+  std::vector<kernel_log::Finding> findings = log_text ? kernel_log::scan(*log_text) : std::vector<kernel_log::Finding>{};
+
+  if (document.results.empty()) notes.push_back("the guest reported no results");
+  if (document.plan && static_cast<std::size_t>(*document.plan) > document.results.size()) {
+    notes.push_back(fmt::format("{} of {} programs never reported (the guest stopped early)",
+                                *document.plan - static_cast<int>(document.results.size()), *document.plan));
+  }
+
+  fmt::print("\n{:<40} {:>7} {:>7} {:>7}\n", "program", "passed", "failed", "skipped");
+  ktap::Counts total;
+  for (const auto& program : document.results) {
+    ktap::Counts counts = ktap::count(program);
+    fmt::print("{:<40} {:>7} {:>7} {:>7}{}\n", program.name, counts.passed, counts.failed, counts.skipped,
+               program.directive == ktap::Directive::timeout ? "  (timed out)" : "");
+    total += counts;
+  }
+
+  bool any_failed = total.failed > 0;
+  if (any_failed) {
+    fmt::print("\nfailures:\n");
+    for (const auto& program : document.results) print_failures(program, "");
+  }
+  if (!findings.empty()) {
+    fmt::print("\nkernel log: {} report(s), each counted as a failure:\n", findings.size());
+    for (const auto& finding : findings) {
+      fmt::print("  {} {} (kernel log line {}):\n", kernel_log::kind_name(finding.kind),
+                 finding.program.empty() ? "outside any program" : "during " + finding.program, finding.line);
+      for (const auto& line : finding.lines) fmt::print("    {}\n", line);
+    }
+  }
+  if (!document.problems.empty()) {
+    fmt::print("\nKTAP problems (input kept as far as it parsed):\n");
+    for (const auto& problem : document.problems) fmt::print("  line {}: {}\n", problem.line, problem.message);
+  }
+  for (const auto& note : notes) fmt::print("\nlab: {}\n", note);
+
+  total.failed += static_cast<int>(findings.size() + notes.size());
+
+  if (!junit_path.empty()) {
+    std::ofstream out(junit_path);
+    out << lab::junit_xml(document, findings, notes);
+    if (!out) fmt::print(stderr, "vfiolab-lab-report: cannot write '{}'\n", junit_path);
+  }
+
+  fmt::print("\n{}\n", counts_text(total));
+  return total.failed > 0 ? 1 : 0;
+}
+
+int usage() {
+  fmt::print(stderr,
+             "usage: vfiolab-lab-report follow [--verbose]\n"
+             "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return usage();
+  if (args[0] == "follow") {
+    bool verbose = args.size() > 1 && (args[1] == "--verbose" || args[1] == "-v");
+    return follow(verbose);
+  }
+  if (args[0] != "summarize") return usage();
+  std::string ktap_path, log_path, junit_path;
+  std::vector<std::string> notes;
+  for (std::size_t i = 1; i < args.size(); ++i) {
+    if (i + 1 >= args.size()) return usage();
+    const std::string& value = args[i + 1];
+    if (args[i] == "--ktap") {
+      ktap_path = value;
+    } else if (args[i] == "--kernel-log") {
+      log_path = value;
+    } else if (args[i] == "--junit") {
+      junit_path = value;
+    } else if (args[i] == "--note") {
+      notes.push_back(value);
+    } else {
+      return usage();
+    }
+    ++i;
+  }
+  if (ktap_path.empty() || log_path.empty()) return usage();
+  return summarize(ktap_path, log_path, junit_path, std::move(notes));
+}

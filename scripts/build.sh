@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Configure, build and stage vfiolab against a kernel's uAPI headers.
+#
+#   scripts/build.sh [--build-dir DIR] [--uapi INCLUDE_DIR] [CMAKE_ARG...]
+#
+# Without --uapi, the headers of Debian's linux-source-6.12 are installed
+# into the lab cache (lab/kernel.sh --headers-only) and used. Programs for the
+# lab are staged in BUILD_DIR/stage.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir="$top/build/host"
+uapi=""
+cmake_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build-dir) build_dir=$(realpath -m "$2"); shift 2 ;;
+        --uapi) uapi=$(realpath "$2"); shift 2 ;;
+        *) cmake_args+=("$1"); shift ;;
+    esac
+done
+if [ -z "$uapi" ]; then
+    uapi=$("$top/lab/kernel.sh" --headers-only --quiet)/usr/include
+fi
+[ -f "$uapi/linux/vfio.h" ] || { echo "build: '$uapi' holds no linux/vfio.h" >&2; exit 1; }
+
+werror=OFF
+[ "${CI:-}" != true ] || werror=ON
+cmake -S "$top" -B "$build_dir" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" \
+    -DVFIOLAB_UAPI_INCLUDE="$uapi" -DVFIOLAB_WERROR="$werror" \
+    ${cmake_args[@]+"${cmake_args[@]}"} >/dev/null
+cmake --build "$build_dir" -j"$(( $(nproc) + 1 ))"
+rm -rf "$build_dir/stage"
+cmake --install "$build_dir" --prefix "$build_dir/stage" >/dev/null

@@ -1,0 +1,131 @@
+#include "vfiolab/sysfs.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <fstream>
+
+namespace vfiolab {
+namespace fs = std::filesystem;
+namespace {
+
+std::optional<unsigned> parse_hex_field(std::string_view text, std::size_t digits) {
+  if (text.size() != digits) return std::nullopt;
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value, 16);
+  if (error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::string Bdf::str() const {
+  return fmt::format("{:04x}:{:02x}:{:02x}.{:x}", segment, bus, device, function);
+}
+
+std::expected<Bdf, std::string> parse_bdf(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return std::unexpected(fmt::format("bad BDF '{}': {} (expected SSSS:BB:DD.F, e.g. 0000:00:04.0)", text, why));
+  };
+  if (text.empty()) return bad("empty");
+  if (text.size() > 12) return bad("too long");
+
+  std::string_view rest = text;
+  Bdf bdf;
+  auto first_colon = rest.find(':');
+  if (first_colon == std::string_view::npos) return bad("no ':'");
+  if (rest.find(':', first_colon + 1) != std::string_view::npos) {
+    auto segment = parse_hex_field(rest.substr(0, first_colon), 4);
+    if (!segment) return bad("segment must be 4 hex digits");
+    bdf.segment = static_cast<std::uint16_t>(*segment);
+    rest.remove_prefix(first_colon + 1);
+  }
+  auto colon = rest.find(':');
+  auto dot = rest.find('.');
+  if (colon == std::string_view::npos || dot == std::string_view::npos || dot < colon) {
+    return bad("expected BB:DD.F after the segment");
+  }
+  auto bus = parse_hex_field(rest.substr(0, colon), 2);
+  if (!bus) return bad("bus must be 2 hex digits");
+  auto device = parse_hex_field(rest.substr(colon + 1, dot - colon - 1), 2);
+  if (!device) return bad("device must be 2 hex digits");
+  if (*device > 0x1f) return bad("device must be at most 1f");
+  auto function = parse_hex_field(rest.substr(dot + 1), 1);
+  if (!function) return bad("function must be 1 hex digit");
+  if (*function > 7) return bad("function must be at most 7");
+  bdf.bus = static_cast<std::uint8_t>(*bus);
+  bdf.device = static_cast<std::uint8_t>(*device);
+  bdf.function = static_cast<std::uint8_t>(*function);
+  return bdf;
+}
+
+Sysfs::Sysfs(fs::path root) : root_(std::move(root)) {}
+
+fs::path Sysfs::device_dir(const Bdf& bdf) const { return root_ / "bus/pci/devices" / bdf.str(); }
+
+bool Sysfs::exists(const Bdf& bdf) const {
+  std::error_code error;
+  return fs::exists(device_dir(bdf), error);
+}
+
+std::optional<std::string> Sysfs::read_line(const fs::path& file) const {
+  std::ifstream in(file);
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
+  return line;
+}
+
+std::optional<std::string> Sysfs::link_name(const fs::path& link) const {
+  std::error_code error;
+  fs::path target = fs::read_symlink(link, error);
+  if (error) return std::nullopt;
+  return target.filename().string();
+}
+
+static std::optional<std::uint16_t> parse_id(const std::optional<std::string>& text) {
+  if (!text || !text->starts_with("0x")) return std::nullopt;
+  auto value = parse_hex_field(std::string_view(*text).substr(2), 4);
+  if (!value) return std::nullopt;
+  return static_cast<std::uint16_t>(*value);
+}
+
+std::optional<std::uint16_t> Sysfs::vendor(const Bdf& bdf) const { return parse_id(read_line(device_dir(bdf) / "vendor")); }
+
+std::optional<std::uint16_t> Sysfs::device_id(const Bdf& bdf) const {
+  return parse_id(read_line(device_dir(bdf) / "device"));
+}
+
+std::optional<std::string> Sysfs::driver(const Bdf& bdf) const { return link_name(device_dir(bdf) / "driver"); }
+
+std::optional<int> Sysfs::iommu_group(const Bdf& bdf) const {
+  auto name = link_name(device_dir(bdf) / "iommu_group");
+  if (!name) return std::nullopt;
+  int group = 0;
+  auto [end, error] = std::from_chars(name->data(), name->data() + name->size(), group);
+  if (error != std::errc() || end != name->data() + name->size()) return std::nullopt;
+  return group;
+}
+
+std::vector<Bdf> Sysfs::iommu_group_members(int group) const {
+  std::vector<Bdf> members;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(root_ / "kernel/iommu_groups" / std::to_string(group) / "devices", error)) {
+    if (auto bdf = parse_bdf(entry.path().filename().string())) members.push_back(*bdf);
+  }
+  std::sort(members.begin(), members.end());
+  return members;
+}
+
+std::optional<std::string> Sysfs::vfio_cdev(const Bdf& bdf) const {
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(device_dir(bdf) / "vfio-dev", error)) {
+    std::string name = entry.path().filename().string();
+    if (name.starts_with("vfio")) return name;
+  }
+  return std::nullopt;
+}
+
+}  // namespace vfiolab

@@ -1,0 +1,137 @@
+// vfio_lab_environment_test: checks that a machine is ready for the suite:
+// the VFIO and IOMMUFD device nodes exist and each named device is on
+// vfio-pci with its IOMMU group and VFIO device nodes in place. Lists each
+// device's group and its members.
+//
+//   vfio_lab_environment_test [--same-group BDF,BDF]... BDF...
+//
+// BDFs may also come from VFIO_SELFTESTS_BDF. --same-group asserts that two
+// devices share one IOMMU group (the lab's pair behind a PCI bridge).
+// KTAP on stdout; exit 0 pass, 1 fail, 4 skip.
+#include "vfiolab/ktap.h"
+#include "vfiolab/sysfs.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+using namespace vfiolab;
+namespace fs = std::filesystem;
+
+constexpr int kExitPass = 0;
+constexpr int kExitFail = 1;
+constexpr int kExitSkip = 4;
+
+struct Check {
+  std::string name;
+  bool ok;
+  std::string detail;
+};
+
+std::string join(const std::vector<Bdf>& bdfs) {
+  std::string text;
+  for (const auto& bdf : bdfs) text += (text.empty() ? "" : " ") + bdf.str();
+  return text;
+}
+
+void check_device(const Sysfs& sysfs, const Bdf& bdf, std::vector<Check>& checks) {
+  const std::string prefix = bdf.str();
+  if (!sysfs.exists(bdf)) {
+    checks.push_back({prefix + ".present", false, fmt::format("{} does not exist", sysfs.device_dir(bdf).string())});
+    return;
+  }
+  auto driver = sysfs.driver(bdf);
+  checks.push_back({prefix + ".on_vfio_pci", driver == "vfio-pci",
+                    fmt::format("{} {:04x}:{:04x} driver {}", prefix, sysfs.vendor(bdf).value_or(0),
+                                sysfs.device_id(bdf).value_or(0), driver.value_or("none"))});
+
+  auto group = sysfs.iommu_group(bdf);
+  if (!group) {
+    checks.push_back({prefix + ".iommu_group", false, "no iommu_group link: is an IOMMU enabled?"});
+    return;
+  }
+  fs::path group_node = fmt::format("/dev/vfio/{}", *group);
+  checks.push_back({prefix + ".group_node", fs::exists(group_node),
+                    fmt::format("iommu group {} (members: {}), {} {}", *group, join(sysfs.iommu_group_members(*group)),
+                                group_node.string(), fs::exists(group_node) ? "present" : "missing")});
+
+  auto cdev = sysfs.vfio_cdev(bdf);
+  bool cdev_ok = cdev && fs::exists(fs::path("/dev/vfio/devices") / *cdev);
+  checks.push_back({prefix + ".cdev_node", cdev_ok,
+                    cdev ? fmt::format("/dev/vfio/devices/{} {}", *cdev, cdev_ok ? "present" : "missing")
+                         : std::string("no vfio-dev entry in sysfs (kernel without VFIO_DEVICE_CDEV?)")});
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<Bdf> devices;
+  std::vector<std::pair<Bdf, Bdf>> same_group;
+  auto parse_or_exit = [](std::string_view text) {
+    auto bdf = parse_bdf(text);
+    if (!bdf) {
+      fmt::print(stderr, "vfio_lab_environment_test: {}\n", bdf.error());
+      std::exit(kExitFail);
+    }
+    return *bdf;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--same-group" && i + 1 < argc) {
+      std::string_view pair = argv[++i];
+      auto comma = pair.find(',');
+      if (comma == std::string_view::npos) {
+        fmt::print(stderr, "vfio_lab_environment_test: --same-group wants BDF,BDF, not '{}'\n", pair);
+        return kExitFail;
+      }
+      same_group.emplace_back(parse_or_exit(pair.substr(0, comma)), parse_or_exit(pair.substr(comma + 1)));
+    } else {
+      devices.push_back(parse_or_exit(arg));
+    }
+  }
+  if (devices.empty()) {
+    if (const char* env = std::getenv("VFIO_SELFTESTS_BDF")) devices.push_back(parse_or_exit(env));
+  }
+
+  ktap::Writer out;
+  out.header();
+  if (devices.empty()) {
+    out.plan(0);
+    out.diagnostic("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
+    fmt::print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0\n");
+    return kExitSkip;
+  }
+
+  Sysfs sysfs;
+  std::vector<Check> checks;
+  const std::pair<const char*, const char*> nodes[] = {{"dev_vfio_vfio", "/dev/vfio/vfio"},
+                                                       {"dev_iommu", "/dev/iommu"}};
+  for (const auto& [name, node] : nodes) {
+    bool present = fs::exists(node);
+    checks.push_back({name, present, fmt::format("{} {}", node, present ? "present" : "missing")});
+  }
+  for (const auto& bdf : devices) check_device(sysfs, bdf, checks);
+  for (const auto& [a, b] : same_group) {
+    auto group_a = sysfs.iommu_group(a);
+    auto group_b = sysfs.iommu_group(b);
+    checks.push_back({fmt::format("{}+{}.same_group", a.str(), b.str()), group_a && group_a == group_b,
+                      fmt::format("{} in group {}, {} in group {}", a.str(), group_a ? std::to_string(*group_a) : "none",
+                                  b.str(), group_b ? std::to_string(*group_b) : "none")});
+  }
+
+  out.plan(static_cast<int>(checks.size()));
+  int failed = 0;
+  for (const auto& check : checks) {
+    out.diagnostic(check.detail);
+    out.result(check.ok, check.name);
+    failed += !check.ok;
+  }
+  fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:0 error:0\n", checks.size() - failed, failed);
+  return failed ? kExitFail : kExitPass;
+}

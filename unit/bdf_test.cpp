@@ -1,0 +1,90 @@
+#include "vfiolab/sysfs.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace vfiolab {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(Bdf, ParsesFullAndShortForms) {
+  auto full = parse_bdf("0000:00:04.0");
+  ASSERT_TRUE(full) << full.error();
+  EXPECT_EQ(full->bus, 0);
+  EXPECT_EQ(full->device, 4);
+  EXPECT_EQ(full->function, 0);
+  EXPECT_EQ(full->str(), "0000:00:04.0");
+
+  auto upper = parse_bdf("ABCD:Ef:1F.7");
+  ASSERT_TRUE(upper) << upper.error();
+  EXPECT_EQ(upper->segment, 0xabcd);
+  EXPECT_EQ(upper->str(), "abcd:ef:1f.7");
+
+  auto short_form = parse_bdf("01:02.3");
+  ASSERT_TRUE(short_form) << short_form.error();
+  EXPECT_EQ(short_form->str(), "0000:01:02.3");
+}
+
+TEST(Bdf, RejectsMalformedWithAReason) {
+  for (const char* bad : {"", "0000:00:04", "0000:00:20.0", "0000:00:04.8", "000:00:04.0", "0000:0:04.0",
+                          "0000:00:04.0 ", "0000:00:04.0x", "zzzz:00:04.0", "0000:00:04:0", "0000-00-04.0",
+                          "0000:00:04.0.1", "-000:00:04.0", "0000:00:+4.0", "0000:00:04.00000"}) {
+    auto result = parse_bdf(bad);
+    EXPECT_FALSE(result) << "accepted '" << bad << "'";
+    if (!result) {
+      EXPECT_NE(result.error().find("bad BDF"), std::string::npos);
+    }
+  }
+}
+
+class FakeSysfs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("vfiolab-sysfs-" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    fs::path dev = root_ / "bus/pci/devices/0000:00:04.0";
+    fs::create_directories(dev / "vfio-dev/vfio3");
+    fs::create_directories(root_ / "bus/pci/drivers/vfio-pci");
+    fs::create_directories(root_ / "kernel/iommu_groups/5/devices");
+    std::ofstream(dev / "vendor") << "0x1234\n";
+    std::ofstream(dev / "device") << "0x11e8\n";
+    fs::create_directory_symlink(root_ / "bus/pci/drivers/vfio-pci", dev / "driver");
+    fs::create_directory_symlink(root_ / "kernel/iommu_groups/5", dev / "iommu_group");
+    fs::create_directory_symlink(dev, root_ / "kernel/iommu_groups/5/devices/0000:00:04.0");
+    fs::create_directories(root_ / "kernel/iommu_groups/5/devices/0000:00:03.0");
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  fs::path root_;
+};
+
+TEST_F(FakeSysfs, ReadsIdsDriverGroupAndCdev) {
+  Sysfs sysfs(root_);
+  Bdf bdf = *parse_bdf("0000:00:04.0");
+  EXPECT_TRUE(sysfs.exists(bdf));
+  EXPECT_EQ(sysfs.vendor(bdf), 0x1234);
+  EXPECT_EQ(sysfs.device_id(bdf), 0x11e8);
+  EXPECT_EQ(sysfs.driver(bdf), "vfio-pci");
+  EXPECT_EQ(sysfs.iommu_group(bdf), 5);
+  EXPECT_EQ(sysfs.vfio_cdev(bdf), "vfio3");
+  auto members = sysfs.iommu_group_members(5);
+  ASSERT_EQ(members.size(), 2u);
+  EXPECT_EQ(members[0].str(), "0000:00:03.0");
+  EXPECT_EQ(members[1].str(), "0000:00:04.0");
+}
+
+TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
+  Sysfs sysfs(root_);
+  Bdf bdf = *parse_bdf("0000:00:05.0");
+  EXPECT_FALSE(sysfs.exists(bdf));
+  EXPECT_FALSE(sysfs.vendor(bdf));
+  EXPECT_FALSE(sysfs.driver(bdf));
+  EXPECT_FALSE(sysfs.iommu_group(bdf));
+  EXPECT_FALSE(sysfs.vfio_cdev(bdf));
+  EXPECT_TRUE(sysfs.iommu_group_members(99).empty());
+}
+
+}  // namespace
+}  // namespace vfiolab
