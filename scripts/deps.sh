@@ -12,6 +12,10 @@ packages=(
     qemu-system-x86 busybox-static
 )
 
+if ! command -v dpkg-query >/dev/null; then
+    echo "deps: not a Debian system; install by hand: ${packages[*]}" >&2
+    exit 0
+fi
 missing=()
 for package in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)

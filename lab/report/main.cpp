@@ -104,10 +104,13 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
   ktap::Document document = ktap::parse(*ktap_text);
   std::vector<kernel_log::Finding> findings = log_text ? kernel_log::scan(*log_text) : std::vector<kernel_log::Finding>{};
 
-  if (document.results.empty()) notes.push_back("the guest reported no results");
-  if (document.plan && static_cast<std::size_t>(*document.plan) > document.results.size()) {
-    notes.push_back(fmt::format("{} of {} programs never reported (the guest stopped early)",
-                                *document.plan - static_cast<int>(document.results.size()), *document.plan));
+  // Programs the plan promised that never reported each count as a failure.
+  int missing = 0;
+  if (!document.plan) {
+    notes.push_back("the guest never started its plan (no KTAP plan line on the results port)");
+  } else if (static_cast<std::size_t>(*document.plan) > document.results.size()) {
+    missing = *document.plan - static_cast<int>(document.results.size());
+    notes.push_back(fmt::format("{} of {} programs never reported (the guest stopped early)", missing, *document.plan));
   }
 
   fmt::print("\n{:<40} {:>7} {:>7} {:>7}\n", "program", "passed", "failed", "skipped");
@@ -138,7 +141,9 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
   }
   for (const auto& note : notes) fmt::print("\nlab: {}\n", note);
 
-  total.failed += static_cast<int>(findings.size() + notes.size());
+  // A note about missing programs stands for those programs; other notes
+  // (timeouts, QEMU errors) count once each, as does every kernel report.
+  total.failed += static_cast<int>(findings.size() + notes.size()) + (missing > 0 ? missing - 1 : 0);
 
   if (!junit_path.empty()) {
     std::ofstream out(junit_path);
