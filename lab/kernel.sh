@@ -93,17 +93,36 @@ else
     tree=$(debian_source_tree)
 fi
 
+jobs=$(( $(nproc) + 1 ))
+
+# uAPI headers depend on the source alone: one copy per source identity, which
+# both the host build and every kernel built from that source use, so
+# vfiolab's build directory sees one header path and is not rebuilt.
+headers_key=$(printf '%s\n' "headers" "$identity" | sha256sum | cut -c1-16)
+headers="$LAB_CACHE/kernel/$headers_key"
+if [ ! -f "$headers/.complete" ]; then
+    rm -rf "$headers"
+    mkdir -p "$headers"
+    echo "$identity" >"$headers/identity"
+    log "installing uAPI headers from $tree"
+    make -s -C "$tree" O="$LAB_CACHE/build/headers-$headers_key" ARCH=x86_64 \
+        INSTALL_HDR_PATH="$headers/usr" headers_install >&2
+    touch "$headers/.complete"
+fi
+if [ "$headers_only" = 1 ]; then
+    echo "$headers"
+    exit 0
+fi
+
 fragment_hash=$(cat "${fragments[@]}" | sha256sum | cut -c1-16)
 compiler=$(gcc --version | head -n1)
-if [ "$headers_only" = 1 ]; then
-    key=$(printf '%s\n' "headers" "$identity" | sha256sum | cut -c1-16)
-else
-    key=$(printf '%s\n' "kernel" "$identity" "$fragment_hash" "$compiler" "$LAB_KERNEL_RECIPE" |
-        sha256sum | cut -c1-16)
-fi
+key=$(printf '%s\n' "kernel" "$identity" "$fragment_hash" "$compiler" "$LAB_KERNEL_RECIPE" |
+    sha256sum | cut -c1-16)
 out="$LAB_CACHE/kernel/$key"
 
 if [ -f "$out/.complete" ]; then
+    # Artifacts from before the shared header copy had headers of their own.
+    [ -L "$out/usr" ] || { rm -rf "$out/usr"; ln -s "$headers/usr" "$out/usr"; }
     log "cached: $out"
     echo "$out"
     exit 0
@@ -113,10 +132,7 @@ rm -rf "$out"
 mkdir -p "$out"
 printf '%s\n' "$identity" "fragments: ${fragments[*]} ($fragment_hash)" "compiler: $compiler" >"$out/identity"
 
-jobs=$(( $(nproc) + 1 ))
-
-if [ "$headers_only" = 1 ]; then
-    hdr_build="$LAB_CACHE/build/headers-$key"
+build="$LAB_CACHE/build/headers-$key"
     mkdir -p "$hdr_build"
     log "installing uAPI headers from $tree"
     make -s -C "$tree" O="$hdr_build" ARCH=x86_64 INSTALL_HDR_PATH="$out/usr" headers_install >&2
@@ -151,7 +167,7 @@ done < <(cat "${fragments[@]}")
 
 log "building bzImage with -j$jobs"
 make -s -C "$tree" O="$build" ARCH=x86_64 -j"$jobs" bzImage >&2
-make -s -C "$tree" O="$build" ARCH=x86_64 INSTALL_HDR_PATH="$out/usr" headers_install >&2
+ln -s "$headers/usr" "$out/usr"
 cp "$build/arch/x86/boot/bzImage" "$out/bzImage"
 cp "$build/.config" "$out/config"
 echo "build seconds: $(( $(date +%s) - start ))" >>"$out/identity"

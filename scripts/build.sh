@@ -5,11 +5,11 @@
 #
 # Without --uapi, the headers of Debian's linux-source-6.12 are installed
 # into the lab cache (lab/kernel.sh --headers-only) and used. Programs for the
-# lab are staged in BUILD_DIR/stage.
+# lab are staged in BUILD_DIR/stage. Default BUILD_DIR: build/main.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build_dir="$top/build/host"
+build_dir="$top/build/main"
 uapi=""
 cmake_args=()
 while [ $# -gt 0 ]; do
