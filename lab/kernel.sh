@@ -132,15 +132,6 @@ rm -rf "$out"
 mkdir -p "$out"
 printf '%s\n' "$identity" "fragments: ${fragments[*]} ($fragment_hash)" "compiler: $compiler" >"$out/identity"
 
-build="$LAB_CACHE/build/headers-$key"
-    mkdir -p "$hdr_build"
-    log "installing uAPI headers from $tree"
-    make -s -C "$tree" O="$hdr_build" ARCH=x86_64 INSTALL_HDR_PATH="$out/usr" headers_install >&2
-    touch "$out/.complete"
-    echo "$out"
-    exit 0
-fi
-
 build="$LAB_CACHE/build/$(printf '%s\n' "$tree" "$fragment_hash" | sha256sum | cut -c1-16)"
 mkdir -p "$build"
 log "configuring in $build (tinyconfig + ${fragments[*]})"

@@ -1,0 +1,103 @@
+// The IOMMU side of VFIO: one of five modes, the container or iommufd it
+// owns, DMA mappings and the usable IOVA ranges. Several PciDevices may share
+// one Iommu (hold it by shared_ptr), so one mapping serves them all.
+#pragma once
+
+#include "vfiolab/error.h"
+#include "vfiolab/iova_allocator.h"
+#include "vfiolab/unique_fd.h"
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace vfiolab {
+
+enum class IommuMode {
+  vfio_type1_iommu,        // /dev/vfio/vfio, VFIO_TYPE1_IOMMU
+  vfio_type1v2_iommu,      // /dev/vfio/vfio, VFIO_TYPE1v2_IOMMU
+  iommufd_compat_type1,    // /dev/iommu as a VFIO container, VFIO_TYPE1_IOMMU
+  iommufd_compat_type1v2,  // /dev/iommu as a VFIO container, VFIO_TYPE1v2_IOMMU
+  iommufd,                 // /dev/iommu, an IOAS, devices through their cdev
+};
+
+struct IommuModeInfo {
+  IommuMode mode;
+  std::string_view name;            // "iommufd_compat_type1v2"
+  const char* container_path;       // nullptr for native iommufd
+  unsigned long iommu_type;         // VFIO_TYPE1*_IOMMU; 0 for native iommufd
+};
+
+constexpr IommuMode kDefaultIommuMode = IommuMode::iommufd;
+std::span<const IommuModeInfo> all_iommu_modes();
+const IommuModeInfo& iommu_mode_info(IommuMode mode);
+// The error names the unknown mode and lists the known ones.
+Result<IommuMode> iommu_mode_from_name(std::string_view name);
+
+// A mapping of host memory at an IOVA.
+struct DmaRegion {
+  void* vaddr = nullptr;
+  std::uint64_t iova = 0;
+  std::uint64_t size = 0;
+};
+
+enum DmaAccess : std::uint32_t { dma_read = 1u << 0, dma_write = 1u << 1, dma_read_write = dma_read | dma_write };
+
+class Iommu {
+ public:
+  static Result<std::shared_ptr<Iommu>> open(IommuMode mode = kDefaultIommuMode);
+  ~Iommu();
+  Iommu(const Iommu&) = delete;
+  Iommu& operator=(const Iommu&) = delete;
+
+  IommuMode mode() const { return mode_; }
+  std::string_view mode_name() const { return iommu_mode_info(mode_).name; }
+  bool uses_cdev() const { return mode_ == IommuMode::iommufd; }
+  int container_fd() const { return container_.get(); }  // VFIO container (type1 and compat modes)
+  int iommufd() const;                                    // /dev/iommu (compat and native modes)
+  std::uint32_t ioas_id() const { return ioas_id_; }      // native iommufd only
+
+  // Low layer: the kernel's answer, errno included.
+  Result<void> try_map(const DmaRegion& region, std::uint32_t access = dma_read_write);
+  // Returns the bytes the kernel reports unmapped.
+  Result<std::uint64_t> try_unmap(std::uint64_t iova, std::uint64_t size);
+  Result<std::uint64_t> try_unmap_all();
+  Result<std::vector<IovaRange>> try_iova_ranges() const;
+
+  // Checked layer: throws VfioError naming the ioctl, the mode and the errno.
+  // map/unmap keep the list of regions up to date.
+  void map(const DmaRegion& region, std::uint32_t access = dma_read_write);
+  std::uint64_t unmap(const DmaRegion& region);
+  std::uint64_t unmap_all();
+  std::vector<IovaRange> iova_ranges() const;  // sorted, merged
+  // An allocator over the usable ranges, clipped to the device's highest
+  // address.
+  IovaAllocator iova_allocator(std::uint64_t limit = UINT64_MAX) const;
+
+  // Regions mapped through map(), by host address.
+  const std::map<std::uintptr_t, DmaRegion>& regions() const { return regions_; }
+  // The IOVA of a host address inside a mapped region.
+  Result<std::uint64_t> to_iova(const void* vaddr) const;
+
+  // Used by PciDevice in the group-based modes: the group's fd, opened once
+  // and attached to this container; devices of one group share it.
+  Result<int> attach_group(int group);
+
+ private:
+  explicit Iommu(IommuMode mode) : mode_(mode) {}
+  Result<void> set_container_iommu();
+
+  IommuMode mode_;
+  UniqueFd container_;  // /dev/vfio/vfio or /dev/iommu used as a container
+  UniqueFd iommufd_;    // native mode
+  std::uint32_t ioas_id_ = 0;
+  bool iommu_type_set_ = false;
+  std::map<int, UniqueFd> groups_;
+  std::map<std::uintptr_t, DmaRegion> regions_;
+};
+
+}  // namespace vfiolab

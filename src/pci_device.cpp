@@ -1,0 +1,424 @@
+#include "vfiolab/pci_device.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+
+namespace vfiolab {
+namespace {
+
+constexpr std::uint16_t kCommandBusMaster = 1u << 2;
+// BARs are mapped at an address aligned to their size (up to 1 GiB) so the
+// kernel can back them with huge mappings.
+constexpr std::uint64_t kMaxBarAlignment = 1ull << 30;
+
+std::uint64_t bar_alignment(std::uint64_t size) {
+  std::uint64_t align = std::bit_ceil(std::max<std::uint64_t>(size, 4096));
+  return std::min(align, kMaxBarAlignment);
+}
+
+// Maps `length` bytes of the device fd at `offset` at an address aligned to
+// `align`: reserve a larger inaccessible area, map over its aligned middle,
+// and let the reservation's slack go.
+Result<MemoryMapping> map_aligned(int fd, std::uint64_t offset, std::uint64_t length, std::uint64_t align, int prot) {
+  std::uint64_t reserve_length = length + align;
+  void* reserved = ::mmap(nullptr, reserve_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) return std::unexpected(errno_error("mmap reservation"));
+  auto base = reinterpret_cast<std::uintptr_t>(reserved);
+  std::uintptr_t aligned = (base + align - 1) & ~(static_cast<std::uintptr_t>(align) - 1);
+  MemoryMapping head(reserved, aligned - base);
+  MemoryMapping tail(reinterpret_cast<void*>(aligned + length), base + reserve_length - (aligned + length));
+  if (aligned == base) head = MemoryMapping();  // nothing before the aligned part
+  void* mapped = ::mmap(reinterpret_cast<void*>(aligned), length, prot, MAP_SHARED | MAP_FIXED, fd,
+                        static_cast<off_t>(offset));
+  if (mapped == MAP_FAILED) {
+    Error error = errno_error("mmap", fmt::format("offset {:#x} length {:#x}", offset, length));
+    MemoryMapping cleanup(reinterpret_cast<void*>(aligned), length);  // the reservation's middle
+    return std::unexpected(error);
+  }
+  return MemoryMapping(mapped, length);
+}
+
+}  // namespace
+
+std::string_view irq_index_name(IrqIndex index) {
+  switch (index) {
+    case IrqIndex::intx: return "INTx";
+    case IrqIndex::msi: return "MSI";
+    case IrqIndex::msix: return "MSI-X";
+  }
+  return "?";
+}
+
+Error PciDevice::device_error(std::string operation, std::string detail) const {
+  std::string context = fmt::format("{} mode {}", bdf_.str(), iommu_->mode_name());
+  if (!detail.empty()) context += " " + detail;
+  return errno_error(std::move(operation), std::move(context));
+}
+
+Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, std::shared_ptr<Iommu> iommu) {
+  auto bdf = parse_bdf(bdf_text);
+  if (!bdf) return std::unexpected(make_error(0, "PciDevice::open", bdf.error()));
+  Sysfs sysfs;
+  if (!sysfs.exists(*bdf)) {
+    return std::unexpected(make_error(
+        0, "PciDevice::open", fmt::format("no PCI device {} ({} does not exist)", bdf->str(), sysfs.device_dir(*bdf).string())));
+  }
+  auto driver = sysfs.driver(*bdf);
+  if (driver != "vfio-pci") {
+    return std::unexpected(make_error(
+        0, "PciDevice::open",
+        fmt::format("{} is {}, not on vfio-pci (bind it first: vfio-setup bind {})", bdf->str(),
+                    driver ? "bound to " + *driver : std::string("bound to no driver"), bdf->str())));
+  }
+  if (!iommu) return std::unexpected(make_error(EINVAL, "PciDevice::open", "no Iommu given"));
+
+  std::unique_ptr<PciDevice> device(new PciDevice(*bdf, std::move(iommu)));  // private constructor
+  auto opened = device->iommu_->uses_cdev() ? device->open_through_cdev() : device->open_through_group();
+  if (!opened) return std::unexpected(opened.error());
+  if (auto ready = device->read_info_and_map_bars(); !ready) return std::unexpected(ready.error());
+  return device;
+}
+
+Result<void> PciDevice::open_through_group() {
+  Sysfs sysfs;
+  auto group = sysfs.iommu_group(bdf_);
+  if (!group) {
+    return std::unexpected(make_error(0, "PciDevice::open", fmt::format("{} has no IOMMU group: is an IOMMU enabled?", bdf_.str())));
+  }
+  auto group_fd = iommu_->attach_group(*group);
+  if (!group_fd) return std::unexpected(group_fd.error());
+  std::string name = bdf_.str();
+  device_.reset(::ioctl(*group_fd, VFIO_GROUP_GET_DEVICE_FD, name.c_str()));
+  if (!device_) return std::unexpected(device_error("VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {}", *group)));
+  return {};
+}
+
+Result<void> PciDevice::open_through_cdev() {
+  Sysfs sysfs;
+  auto cdev = sysfs.vfio_cdev(bdf_);
+  if (!cdev) {
+    return std::unexpected(unsupported_error(
+        0, "PciDevice::open", fmt::format("{} has no VFIO device cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)", bdf_.str())));
+  }
+  std::string path = "/dev/vfio/devices/" + *cdev;
+  device_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!device_) return std::unexpected(device_error("open " + path));
+
+  vfio_device_bind_iommufd bind{};
+  bind.argsz = sizeof(bind);
+  bind.iommufd = iommu_->iommufd();
+  if (::ioctl(device_.get(), VFIO_DEVICE_BIND_IOMMUFD, &bind) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_BIND_IOMMUFD"));
+  }
+  devid_ = bind.out_devid;
+  return try_attach_ioas(iommu_->ioas_id());
+}
+
+Result<void> PciDevice::try_attach_ioas(std::uint32_t pt_id) {
+  vfio_device_attach_iommufd_pt attach{};
+  attach.argsz = sizeof(attach);
+  attach.pt_id = pt_id;
+  if (::ioctl(device_.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_ATTACH_IOMMUFD_PT", fmt::format("pt_id {}", pt_id)));
+  }
+  return {};
+}
+
+Result<void> PciDevice::try_detach_ioas() {
+  vfio_device_detach_iommufd_pt detach{};
+  detach.argsz = sizeof(detach);
+  if (::ioctl(device_.get(), VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_DETACH_IOMMUFD_PT"));
+  }
+  return {};
+}
+
+Result<void> PciDevice::read_info_and_map_bars() {
+  info_.argsz = sizeof(info_);
+  if (::ioctl(device_.get(), VFIO_DEVICE_GET_INFO, &info_) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_GET_INFO"));
+  }
+  if (!(info_.flags & VFIO_DEVICE_FLAGS_PCI)) {
+    return std::unexpected(make_error(0, "VFIO_DEVICE_GET_INFO", fmt::format("{} is not a PCI device", bdf_.str())));
+  }
+  auto config = region_info(VFIO_PCI_CONFIG_REGION_INDEX);
+  if (!config) return std::unexpected(config.error());
+  config_region_ = std::move(*config);
+
+  for (std::uint32_t index = 0; index < kBarCount && index < info_.num_regions; ++index) {
+    auto region = region_info(index);
+    if (!region) return std::unexpected(region.error());
+    Bar& bar = bars_[index];
+    bar.index = index;
+    bar.info = std::move(*region);
+    // A BAR with sparse areas (an MSI-X table inside, say) is left for the
+    // caller to map area by area.
+    if (bar.info.size == 0 || !bar.info.mmappable() || !bar.info.sparse_areas.empty()) continue;
+    int prot = (bar.info.readable() ? PROT_READ : 0) | (bar.info.writable() ? PROT_WRITE : 0);
+    auto mapping = map_aligned(device_.get(), bar.info.offset, bar.info.size, bar_alignment(bar.info.size), prot);
+    if (!mapping) {
+      Error error = mapping.error();
+      error.context = fmt::format("{} BAR{} {}", bdf_.str(), index, error.context);
+      return std::unexpected(error);
+    }
+    bar.mapping = std::move(*mapping);
+  }
+  return {};
+}
+
+Result<RegionInfo> PciDevice::region_info(std::uint32_t index) const {
+  std::vector<std::byte> buffer(sizeof(vfio_region_info));
+  vfio_region_info header{};
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    header = {};
+    header.argsz = static_cast<std::uint32_t>(buffer.size());
+    header.index = index;
+    std::memcpy(buffer.data(), &header, sizeof(header));
+    if (::ioctl(device_.get(), VFIO_DEVICE_GET_REGION_INFO, buffer.data()) != 0) {
+      return std::unexpected(device_error("VFIO_DEVICE_GET_REGION_INFO", fmt::format("region {}", index)));
+    }
+    std::memcpy(&header, buffer.data(), sizeof(header));
+    if (header.argsz <= buffer.size()) break;
+    buffer.resize(header.argsz);  // room for the capability chain
+  }
+  RegionInfo info;
+  info.index = index;
+  info.flags = header.flags;
+  info.size = header.size;
+  info.offset = header.offset;
+  if ((header.flags & VFIO_REGION_INFO_FLAG_CAPS) && header.cap_offset != 0) {
+    auto caps = parse_info_capabilities(buffer, header.cap_offset);
+    if (!caps) return std::unexpected(make_error(EPROTO, "VFIO_DEVICE_GET_REGION_INFO capabilities", caps.error()));
+    if (const auto* cap = find_info_capability(*caps, VFIO_REGION_INFO_CAP_SPARSE_MMAP)) {
+      auto areas = decode_sparse_mmap(*cap);
+      if (!areas) return std::unexpected(make_error(EPROTO, "VFIO_REGION_INFO_CAP_SPARSE_MMAP", areas.error()));
+      info.sparse_areas = std::move(*areas);
+    }
+    if (const auto* cap = find_info_capability(*caps, VFIO_REGION_INFO_CAP_TYPE)) {
+      auto type = decode_region_type(*cap);
+      if (!type) return std::unexpected(make_error(EPROTO, "VFIO_REGION_INFO_CAP_TYPE", type.error()));
+      info.type = *type;
+    }
+    info.msix_mappable = find_info_capability(*caps, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) != nullptr;
+  }
+  return info;
+}
+
+Result<void> PciDevice::try_config_read(std::uint32_t offset, void* data, std::size_t size) const {
+  ssize_t got = ::pread(device_.get(), data, size, static_cast<off_t>(config_region_.offset + offset));
+  if (got != static_cast<ssize_t>(size)) {
+    if (got >= 0) errno = EIO;
+    return std::unexpected(device_error("pread config", fmt::format("offset {:#x} size {}", offset, size)));
+  }
+  return {};
+}
+
+Result<void> PciDevice::try_config_write(std::uint32_t offset, const void* data, std::size_t size) {
+  ssize_t put = ::pwrite(device_.get(), data, size, static_cast<off_t>(config_region_.offset + offset));
+  if (put != static_cast<ssize_t>(size)) {
+    if (put >= 0) errno = EIO;
+    return std::unexpected(device_error("pwrite config", fmt::format("offset {:#x} size {}", offset, size)));
+  }
+  return {};
+}
+
+void PciDevice::set_command_bits(std::uint16_t bits) { config_write<std::uint16_t>(0x04, command() | bits); }
+
+void PciDevice::clear_command_bits(std::uint16_t bits) {
+  config_write<std::uint16_t>(0x04, static_cast<std::uint16_t>(command() & ~bits));
+}
+
+void PciDevice::set_bus_master(bool enable) {
+  if (enable) {
+    set_command_bits(kCommandBusMaster);
+  } else {
+    clear_command_bits(kCommandBusMaster);
+  }
+}
+
+std::vector<std::byte> PciDevice::config_space() const {
+  std::vector<std::byte> bytes(std::min<std::uint64_t>(config_region_.size, 4096));
+  check(try_config_read(0, bytes.data(), bytes.size()));
+  return bytes;
+}
+
+std::vector<PciCapability> PciDevice::capabilities() const {
+  auto caps = walk_pci_capabilities(config_space());
+  if (!caps) throw VfioError(make_error(EPROTO, "PCI capability list", fmt::format("{}: {}", bdf_.str(), caps.error())));
+  return *caps;
+}
+
+std::vector<PciCapability> PciDevice::ext_capabilities() const {
+  auto caps = walk_pci_ext_capabilities(config_space());
+  if (!caps) {
+    throw VfioError(make_error(EPROTO, "PCI extended capability list", fmt::format("{}: {}", bdf_.str(), caps.error())));
+  }
+  return *caps;
+}
+
+std::optional<std::uint16_t> PciDevice::find_capability(std::uint8_t id) const {
+  for (const auto& cap : capabilities()) {
+    if (cap.id == id) return cap.offset;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint16_t> PciDevice::find_ext_capability(std::uint16_t id) const {
+  for (const auto& cap : ext_capabilities()) {
+    if (cap.id == id) return cap.offset;
+  }
+  return std::nullopt;
+}
+
+Result<IrqInfo> PciDevice::irq_info(IrqIndex index) const {
+  vfio_irq_info info{};
+  info.argsz = sizeof(info);
+  info.index = static_cast<std::uint32_t>(index);
+  if (::ioctl(device_.get(), VFIO_DEVICE_GET_IRQ_INFO, &info) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_GET_IRQ_INFO", std::string(irq_index_name(index))));
+  }
+  return IrqInfo{info.index, info.flags, info.count};
+}
+
+Result<void> PciDevice::set_irq_eventfds(IrqIndex index, const std::vector<int>& fds) {
+  std::vector<std::byte> buffer(sizeof(vfio_irq_set) + fds.size() * sizeof(std::int32_t));
+  vfio_irq_set set{};
+  set.argsz = static_cast<std::uint32_t>(buffer.size());
+  set.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = static_cast<std::uint32_t>(index);
+  set.start = 0;
+  set.count = static_cast<std::uint32_t>(fds.size());
+  std::memcpy(buffer.data(), &set, sizeof(set));
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    std::int32_t fd = fds[i];
+    std::memcpy(buffer.data() + sizeof(set) + i * sizeof(fd), &fd, sizeof(fd));
+  }
+  if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, buffer.data()) != 0) {
+    return std::unexpected(device_error(
+        "VFIO_DEVICE_SET_IRQS", fmt::format("enable {} {} vector(s)", irq_index_name(index), fds.size())));
+  }
+  return {};
+}
+
+Result<void> PciDevice::try_enable_irqs(IrqIndex index, std::uint32_t count) {
+  std::vector<EventFd> eventfds;
+  std::vector<int> fds;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    auto eventfd = EventFd::create();
+    if (!eventfd) return std::unexpected(eventfd.error());
+    fds.push_back(eventfd->fd());
+    eventfds.push_back(std::move(*eventfd));
+  }
+  if (auto set = set_irq_eventfds(index, fds); !set) return set;
+  enabled_irq_ = index;
+  irq_eventfds_ = std::move(eventfds);
+  return {};
+}
+
+Result<void> PciDevice::try_disable_irqs(IrqIndex index) {
+  vfio_irq_set set{};
+  set.argsz = sizeof(set);
+  set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = static_cast<std::uint32_t>(index);
+  set.count = 0;
+  if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, &set) != 0) {
+    return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", fmt::format("disable {}", irq_index_name(index))));
+  }
+  if (enabled_irq_ == index) {
+    enabled_irq_.reset();
+    irq_eventfds_.clear();
+  }
+  return {};
+}
+
+Result<void> PciDevice::try_trigger_irq(IrqIndex index, std::uint32_t vector) {
+  vfio_irq_set set{};
+  set.argsz = sizeof(set);
+  set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set.index = static_cast<std::uint32_t>(index);
+  set.start = vector;
+  set.count = 1;
+  if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, &set) != 0) {
+    return std::unexpected(
+        device_error("VFIO_DEVICE_SET_IRQS", fmt::format("trigger {} vector {}", irq_index_name(index), vector)));
+  }
+  return {};
+}
+
+static Result<void> intx_action(int fd, std::uint32_t action) {
+  vfio_irq_set set{};
+  set.argsz = sizeof(set);
+  set.flags = VFIO_IRQ_SET_DATA_NONE | action;
+  set.index = VFIO_PCI_INTX_IRQ_INDEX;
+  set.start = 0;
+  set.count = 1;
+  if (::ioctl(fd, VFIO_DEVICE_SET_IRQS, &set) != 0) return std::unexpected(errno_error("VFIO_DEVICE_SET_IRQS"));
+  return {};
+}
+
+Result<void> PciDevice::try_mask_intx() {
+  auto done = intx_action(device_.get(), VFIO_IRQ_SET_ACTION_MASK);
+  if (!done) return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", "mask INTx"));
+  return done;
+}
+
+Result<void> PciDevice::try_unmask_intx() {
+  auto done = intx_action(device_.get(), VFIO_IRQ_SET_ACTION_UNMASK);
+  if (!done) return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", "unmask INTx"));
+  return done;
+}
+
+Result<void> PciDevice::try_reset() {
+  if (::ioctl(device_.get(), VFIO_DEVICE_RESET) != 0) {
+    Error error = device_error("VFIO_DEVICE_RESET");
+    if (!has_reset()) error.unsupported = true;
+    return std::unexpected(error);
+  }
+  if (!enabled_irq_) return {};
+  std::vector<int> fds;
+  for (const auto& eventfd : irq_eventfds_) fds.push_back(eventfd.fd());
+  return set_irq_eventfds(*enabled_irq_, fds);
+}
+
+Result<std::vector<HotResetDevice>> PciDevice::hot_reset_info() const {
+  std::vector<std::byte> buffer(sizeof(vfio_pci_hot_reset_info));
+  vfio_pci_hot_reset_info header{};
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    header = {};
+    header.argsz = static_cast<std::uint32_t>(buffer.size());
+    std::memcpy(buffer.data(), &header, sizeof(header));
+    int rc = ::ioctl(device_.get(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buffer.data());
+    std::memcpy(&header, buffer.data(), sizeof(header));
+    if (rc == 0) break;
+    if (errno == ENOSPC) {
+      buffer.resize(sizeof(header) + header.count * sizeof(vfio_pci_dependent_device));
+      continue;
+    }
+    Error error = device_error("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO");
+    if (errno == ENODEV) error.context += ": the device has neither a slot nor a bus reset";
+    error.unsupported = errno == ENODEV || errno == ENOTTY;
+    return std::unexpected(error);
+  }
+  std::vector<HotResetDevice> devices;
+  for (std::uint32_t i = 0; i < header.count && sizeof(header) + (i + 1) * sizeof(vfio_pci_dependent_device) <= buffer.size(); ++i) {
+    vfio_pci_dependent_device raw{};
+    std::memcpy(&raw, buffer.data() + sizeof(header) + i * sizeof(raw), sizeof(raw));
+    Bdf bdf{raw.segment, raw.bus, static_cast<std::uint8_t>(raw.devfn >> 3), static_cast<std::uint8_t>(raw.devfn & 7)};
+    devices.push_back({bdf, raw.group_id});
+  }
+  return devices;
+}
+
+PciDevice::~PciDevice() {
+  if (enabled_irq_ && device_) (void)try_disable_irqs(*enabled_irq_);
+}
+
+}  // namespace vfiolab
