@@ -128,4 +128,19 @@ std::optional<std::string> Sysfs::vfio_cdev(const Bdf& bdf) const {
   return std::nullopt;
 }
 
+std::optional<unsigned> Sysfs::read_unsigned(const fs::path& file) const {
+  auto line = read_line(file);
+  if (!line) return std::nullopt;
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(line->data(), line->data() + line->size(), value);
+  if (error != std::errc() || end != line->data() + line->size()) return std::nullopt;
+  return value;
+}
+
+std::optional<unsigned> Sysfs::sriov_numvfs(const Bdf& bdf) const { return read_unsigned(device_dir(bdf) / "sriov_numvfs"); }
+
+std::optional<unsigned> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
+  return read_unsigned(device_dir(bdf) / "sriov_totalvfs");
+}
+
 }  // namespace vfiolab

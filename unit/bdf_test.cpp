@@ -51,6 +51,8 @@ class FakeSysfs : public ::testing::Test {
     fs::create_directories(root_ / "kernel/iommu_groups/5/devices");
     std::ofstream(dev / "vendor") << "0x1234\n";
     std::ofstream(dev / "device") << "0x11e8\n";
+    std::ofstream(dev / "sriov_numvfs") << "2\n";
+    std::ofstream(dev / "sriov_totalvfs") << "7\n";
     fs::create_directory_symlink(root_ / "bus/pci/drivers/vfio-pci", dev / "driver");
     fs::create_directory_symlink(root_ / "kernel/iommu_groups/5", dev / "iommu_group");
     fs::create_directory_symlink(dev, root_ / "kernel/iommu_groups/5/devices/0000:00:04.0");
@@ -69,6 +71,8 @@ TEST_F(FakeSysfs, ReadsIdsDriverGroupAndCdev) {
   EXPECT_EQ(sysfs.driver(bdf), "vfio-pci");
   EXPECT_EQ(sysfs.iommu_group(bdf), 5);
   EXPECT_EQ(sysfs.vfio_cdev(bdf), "vfio3");
+  EXPECT_EQ(sysfs.sriov_numvfs(bdf), 2u);
+  EXPECT_EQ(sysfs.sriov_totalvfs(bdf), 7u);
   auto members = sysfs.iommu_group_members(5);
   ASSERT_EQ(members.size(), 2u);
   EXPECT_EQ(members[0].str(), "0000:00:03.0");
@@ -83,6 +87,7 @@ TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
   EXPECT_FALSE(sysfs.driver(bdf));
   EXPECT_FALSE(sysfs.iommu_group(bdf));
   EXPECT_FALSE(sysfs.vfio_cdev(bdf));
+  EXPECT_FALSE(sysfs.sriov_numvfs(bdf));
   EXPECT_TRUE(sysfs.iommu_group_members(99).empty());
 }
 

@@ -43,10 +43,15 @@ class Sysfs {
   // "vfio0" for /dev/vfio/devices/vfio0, when the kernel has VFIO cdev and
   // the device is on a VFIO driver.
   std::optional<std::string> vfio_cdev(const Bdf& bdf) const;
+  // SR-IOV: VFs enabled now and the most the device offers; nullopt for a
+  // device without SR-IOV.
+  std::optional<unsigned> sriov_numvfs(const Bdf& bdf) const;
+  std::optional<unsigned> sriov_totalvfs(const Bdf& bdf) const;
 
  private:
   std::optional<std::string> read_line(const std::filesystem::path& file) const;
   std::optional<std::string> link_name(const std::filesystem::path& link) const;
+  std::optional<unsigned> read_unsigned(const std::filesystem::path& file) const;
   std::filesystem::path root_;
 };
 

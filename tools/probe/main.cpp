@@ -170,6 +170,26 @@ void probe_device(Run& run, IommuMode mode, const std::string& bdf_text) {
     outcome.notes.push_back(fmt::format("{} {} vectors enabled, each triggered once and read 1", irq_index_name(index), vectors));
   });
 
+  run.step(prefix + ".intx", [&](Outcome& outcome) {
+    IrqInfo intx = check(device->irq_info(IrqIndex::intx));
+    if (intx.count == 0) {
+      outcome.directive = ktap::Directive::skip;
+      outcome.notes.push_back("the device has no INTx pin");
+      return;
+    }
+    device->disable_irqs(index);
+    device->enable_irqs(IrqIndex::intx, 1);
+    fail_unless(!check(device->irq_eventfd(0).read()), "INTx fired before its trigger");
+    device->trigger_irq(IrqIndex::intx, 0);
+    fail_unless(check(device->irq_eventfd(0).wait(1s)) == 1u, "INTx eventfd did not read 1 after a trigger");
+    check(device->try_mask_intx());
+    check(device->try_unmask_intx());
+    device->disable_irqs(IrqIndex::intx);
+    // Back to MSI/MSI-X for the reset step.
+    if (vectors > 0) device->enable_irqs(index, vectors);
+    outcome.notes.push_back("INTx enabled, triggered and read 1, masked, unmasked, disabled");
+  });
+
   run.step(prefix + ".reset", [&](Outcome& outcome) {
     if (!device->has_reset()) {
       outcome.directive = ktap::Directive::skip;
@@ -281,6 +301,12 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("VFIO_SELFTESTS_BDF")) devices.push_back(env);
   }
   if (devices.empty() && shares.empty()) return usage();
+  for (const auto& bdf : devices) {
+    if (auto parsed = parse_bdf(bdf); !parsed) {
+      fmt::print(stderr, "vfiolab-probe: {}\n", parsed.error());
+      return kExitFail;
+    }
+  }
   if (modes.empty()) {
     for (const auto& info : all_iommu_modes()) modes.push_back(info.mode);
   }
