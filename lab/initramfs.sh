@@ -21,13 +21,15 @@ if ldd "$busybox" >/dev/null 2>&1; then
 fi
 
 root=$(mktemp -d)
+chmod 0755 "$root"  # the guest's / must be traversable by non-root users
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,root,lab,etc}
 cp "$busybox" "$root/bin/busybox"
 install -m 0755 "$here/guest/init" "$root/init"
 cp "$env_file" "$root/lab/env"
 cp "$plan_file" "$root/lab/plan"
-echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+printf "%s\n" "root:x:0:0:root:/root:/bin/sh" "nobody:x:65534:65534:nobody:/:/bin/sh" >"$root/etc/passwd"
+printf "%s\n" "root:x:0:" "nogroup:x:65534:" >"$root/etc/group"
 
 copy_with_libraries() {
     local program=$1

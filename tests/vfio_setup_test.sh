@@ -1,0 +1,168 @@
+#!/bin/sh
+# vfio_setup_test: vfio-setup against a real device and the real kernel. The
+# device must start on its own kernel driver (or be held by vfio-setup, which
+# the first case undoes). Each case checks the driver binding afterwards.
+#
+#   vfio_setup_test.sh DEVICE_BDF [--conflict BDF]
+#
+# --conflict names a device whose IOMMU group also holds a device on a host
+# driver: binding it alone must be refused. KTAP on stdout; exit 0 pass,
+# 1 fail, 4 skip.
+set -u
+
+device=${1:-${VFIO_SELFTESTS_BDF:-}}
+conflict=""
+[ "${2:-}" = "--conflict" ] && conflict=${3:-}
+if [ -z "$device" ]; then
+    echo "KTAP version 1"
+    echo "1..0 # SKIP usage: vfio_setup_test.sh DEVICE_BDF [--conflict BDF]"
+    exit 4
+fi
+
+number=0
+failed=0
+skipped=0
+driver_of() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null || true; }
+state_dir=${VFIO_SETUP_STATE_DIR:-/run/vfiolab/vfio-setup}
+log=$(mktemp)
+
+ok() { number=$((number + 1)); echo "ok $number $1"; }
+not_ok() {
+    number=$((number + 1))
+    failed=$((failed + 1))
+    echo "# $2"
+    sed 's/^/# output: /' "$log"
+    echo "not ok $number $1"
+}
+skip() { number=$((number + 1)); skipped=$((skipped + 1)); echo "ok $number $1 # SKIP $2"; }
+wait_for_driver() {  # BDF DRIVER: up to 10 s
+    for _ in $(seq 100); do
+        [ "$(driver_of "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+echo "KTAP version 1"
+echo "1..10"
+
+# Where the device started, before the lab (or anyone) bound it.
+vfio-setup restore "$device" >"$log" 2>&1
+host_driver=$(driver_of "$device")
+echo "# $device starts on '${host_driver:-no driver}'"
+if [ -n "$host_driver" ] && [ "$host_driver" != vfio-pci ]; then
+    ok "starts_on_host_driver"
+else
+    not_ok "starts_on_host_driver" "$device is on '${host_driver:-no driver}', not a host driver"
+fi
+
+# run: bound while CMD runs, with the BDF in the environment and appended;
+# CMD's exit status comes back; restored afterwards.
+vfio-setup run -d "$device" -- sh -c \
+    'test "$(basename "$(readlink /sys/bus/pci/devices/$1/driver)")" = vfio-pci && test "$VFIO_SELFTESTS_BDF" = "$1" && exit 7' \
+    sh >"$log" 2>&1
+status=$?
+after=$(driver_of "$device")
+if [ "$status" = 7 ] && [ "$after" = "$host_driver" ]; then
+    ok "run_binds_runs_and_restores"
+else
+    not_ok "run_binds_runs_and_restores" "exit $status (want 7 from CMD), driver after '$after' (want '$host_driver')"
+fi
+
+# SIGINT while CMD runs: restored, CMD's death reported as 128+2.
+vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+tool=$!
+if wait_for_driver "$device" vfio-pci; then
+    kill -INT "$tool"
+    wait "$tool"
+    status=$?
+    after=$(driver_of "$device")
+    if [ "$status" = 130 ] && [ "$after" = "$host_driver" ]; then
+        ok "run_restores_on_sigint"
+    else
+        not_ok "run_restores_on_sigint" "exit $status (want 130), driver after '$after' (want '$host_driver')"
+    fi
+else
+    kill -KILL "$tool" 2>/dev/null
+    not_ok "run_restores_on_sigint" "the device never reached vfio-pci"
+fi
+
+# SIGTERM likewise.
+vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+tool=$!
+if wait_for_driver "$device" vfio-pci; then
+    kill -TERM "$tool"
+    wait "$tool"
+    status=$?
+    after=$(driver_of "$device")
+    if [ "$status" = 143 ] && [ "$after" = "$host_driver" ]; then
+        ok "run_restores_on_sigterm"
+    else
+        not_ok "run_restores_on_sigterm" "exit $status (want 143), driver after '$after' (want '$host_driver')"
+    fi
+else
+    kill -KILL "$tool" 2>/dev/null
+    not_ok "run_restores_on_sigterm" "the device never reached vfio-pci"
+fi
+
+# SIGKILL of the tool itself: the state it wrote first lets restore finish
+# the job; a second restore has nothing to do.
+vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+tool=$!
+if wait_for_driver "$device" vfio-pci; then
+    kill -KILL "$tool"
+    wait "$tool" 2>/dev/null
+    # The orphaned CMD keeps running after its parent is gone.
+    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+    held=$(driver_of "$device")
+    vfio-setup restore "$device" >"$log" 2>&1
+    status=$?
+    after=$(driver_of "$device")
+    if [ "$held" = vfio-pci ] && [ "$status" = 0 ] && [ "$after" = "$host_driver" ]; then
+        ok "restore_after_sigkill"
+    else
+        not_ok "restore_after_sigkill" "after SIGKILL on '$held'; restore exit $status, driver '$after' (want '$host_driver')"
+    fi
+else
+    kill -KILL "$tool" 2>/dev/null
+    not_ok "restore_after_sigkill" "the device never reached vfio-pci"
+fi
+
+vfio-setup restore "$device" >"$log" 2>&1
+status=$?
+after=$(driver_of "$device")
+if [ "$status" = 0 ] && grep -q "nothing to restore" "$log" && [ "$after" = "$host_driver" ]; then
+    ok "second_restore_is_a_no_op"
+else
+    not_ok "second_restore_is_a_no_op" "exit $status, driver '$after'"
+fi
+
+# Refusals: one clear line, nothing changed.
+refused() {  # NAME EXPECTED_TEXT COMMAND...
+    name=$1
+    expected=$2
+    shift 2
+    "$@" >"$log" 2>&1
+    status=$?
+    after=$(driver_of "$device")
+    if [ "$status" = 1 ] && grep -q "$expected" "$log" && [ "$after" = "$host_driver" ] &&
+        [ ! -e "$state_dir/$device.state" ] && [ ! -e "$state_dir/$conflict.state" ]; then
+        echo "# $(head -n1 "$log")"
+        ok "$name"
+    else
+        not_ok "$name" "exit $status (want 1), message must say '$expected', driver '$after' (want '$host_driver')"
+    fi
+}
+refused refuses_malformed_bdf "bad BDF" vfio-setup bind 00:06
+refused refuses_absent_device "no PCI device" vfio-setup bind 0000:00:1e.7
+refused refuses_non_root "must run as root" su -s /bin/sh nobody -c "vfio-setup bind $device"
+if [ -n "$conflict" ]; then
+    refused refuses_group_with_host_driver "also holds devices on host drivers" vfio-setup bind "$conflict"
+else
+    skip refuses_group_with_host_driver "no --conflict device given (the lab's default machine has none)"
+fi
+
+rm -f "$log"
+echo "# Totals: pass:$((number - failed - skipped)) fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
+[ "$failed" = 0 ] || exit 1
+exit 0

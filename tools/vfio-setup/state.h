@@ -1,0 +1,39 @@
+// What vfio-setup records before it touches a device, so the binding can be
+// put back after a crash or a SIGKILL. One small text file per device,
+// written atomically and sealed with a checksum: a torn or edited file is
+// reported as corrupt, never trusted.
+#pragma once
+
+#include <cstdint>
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace vfiolab::setup {
+
+struct DeviceState {
+  std::string bdf;              // "0000:00:06.0"
+  std::string driver;           // the driver it was on; empty for none
+  std::string driver_override;  // its previous driver_override; empty for none
+  std::optional<unsigned> sriov_numvfs;  // VFs enabled before; absent without SR-IOV
+};
+
+std::string serialize(const DeviceState& state);
+// Errors name what is wrong (missing header, bad checksum, missing or
+// unknown key, bad value).
+std::expected<DeviceState, std::string> parse_device_state(std::string_view text);
+
+struct HugepageState {
+  unsigned pages_2m = 0;  // nr_hugepages before vfio-setup changed it
+  unsigned pages_1g = 0;
+};
+
+std::string serialize(const HugepageState& state);
+std::expected<HugepageState, std::string> parse_hugepage_state(std::string_view text);
+
+// FNV-1a, 64 bits: a seal against torn writes and hand edits, not a defence
+// against an attacker who can write root's state directory.
+std::uint64_t checksum(std::string_view text);
+
+}  // namespace vfiolab::setup
