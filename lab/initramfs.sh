@@ -34,8 +34,11 @@ printf "%s\n" "root:x:0:" "nogroup:x:65534:" >"$root/etc/group"
 copy_with_libraries() {
     local program=$1
     cp "$program" "$root/usr/bin/"
-    # ldd prints "name => /path (addr)" and "/lib64/ld-linux... (addr)".
-    ldd "$program" 2>/dev/null | grep -oE '/[^ ]+' | while read -r lib; do
+    # ldd prints "name => /path (addr)" and "/lib64/ld-linux... (addr)"; a
+    # script or static program has none.
+    local libs lib
+    libs=$(ldd "$program" 2>/dev/null | grep -oE '/[^ ]+' || true)
+    for lib in $libs; do
         [ -f "$lib" ] || continue
         mkdir -p "$root$(dirname "$lib")"
         [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"

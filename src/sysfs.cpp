@@ -45,7 +45,7 @@ std::expected<Bdf, std::string> parse_bdf(std::string_view text) {
   auto colon = rest.find(':');
   auto dot = rest.find('.');
   if (colon == std::string_view::npos || dot == std::string_view::npos || dot < colon) {
-    return bad("expected BB:DD.F after the segment");
+    return bad("expected bus:device.function after the segment");
   }
   auto bus = parse_hex_field(rest.substr(0, colon), 2);
   if (!bus) return bad("bus must be 2 hex digits");

@@ -44,7 +44,7 @@ wait_for_driver() {  # BDF DRIVER: up to 10 s
 }
 
 echo "KTAP version 1"
-echo "1..10"
+echo "1..12"
 
 # Where the device started, before the lab (or anyone) bound it.
 vfio-setup restore "$device" >"$log" 2>&1
@@ -70,7 +70,7 @@ else
 fi
 
 # SIGINT while CMD runs: restored, CMD's death reported as 128+2.
-vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
 tool=$!
 if wait_for_driver "$device" vfio-pci; then
     kill -INT "$tool"
@@ -88,7 +88,7 @@ else
 fi
 
 # SIGTERM likewise.
-vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
 tool=$!
 if wait_for_driver "$device" vfio-pci; then
     kill -TERM "$tool"
@@ -107,7 +107,7 @@ fi
 
 # SIGKILL of the tool itself: the state it wrote first lets restore finish
 # the job; a second restore has nothing to do.
-vfio-setup run -d "$device" -- sleep 60 >"$log" 2>&1 &
+vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
 tool=$!
 if wait_for_driver "$device" vfio-pci; then
     kill -KILL "$tool"
@@ -160,6 +160,43 @@ if [ -n "$conflict" ]; then
     refused refuses_group_with_host_driver "also holds devices on host drivers" vfio-setup bind "$conflict"
 else
     skip refuses_group_with_host_driver "no --conflict device given (the lab's default machine has none)"
+fi
+
+# A torn or edited state file is reported, and nothing acts on it.
+mkdir -p "$state_dir"
+printf 'vfio-setup device state v1\nbdf=%s\ndriver=e1000' "$device" >"$state_dir/$device.state"
+vfio-setup restore "$device" >"$log" 2>&1
+restore_status=$?
+vfio-setup bind "$device" >>"$log" 2>&1
+bind_status=$?
+after=$(driver_of "$device")
+if [ "$restore_status" = 1 ] && [ "$bind_status" = 1 ] && grep -q "is corrupt" "$log" && [ "$after" = "$host_driver" ]; then
+    echo "# $(head -n1 "$log")"
+    ok "corrupt_state_is_reported_not_trusted"
+else
+    not_ok "corrupt_state_is_reported_not_trusted" "restore exit $restore_status, bind exit $bind_status (want 1, 1), driver '$after'"
+fi
+rm -f "$state_dir/$device.state"
+
+# hugepages: reserve more, then give back exactly the previous counts.
+pool=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+if [ -e "$pool" ]; then
+    before=$(cat "$pool")
+    want=$((before + 8))
+    vfio-setup hugepages --2m "$want" --1g 0 >"$log" 2>&1
+    reserve_status=$?
+    reserved=$(cat "$pool")
+    vfio-setup hugepages --release >>"$log" 2>&1
+    release_status=$?
+    released=$(cat "$pool")
+    if [ "$reserve_status" = 0 ] && [ "$reserved" = "$want" ] && [ "$release_status" = 0 ] && [ "$released" = "$before" ]; then
+        echo "# 2 MiB pages: $before -> $reserved -> $released"
+        ok "hugepages_reserve_and_release"
+    else
+        not_ok "hugepages_reserve_and_release" "reserve exit $reserve_status ($reserved, want $want), release exit $release_status ($released, want $before)"
+    fi
+else
+    skip "hugepages_reserve_and_release" "no 2 MiB HugeTLB pool on this kernel"
 fi
 
 rm -f "$log"
