@@ -58,7 +58,7 @@ Result<IommuMode> iommu_mode_from_name(std::string_view name) {
 }
 
 Result<std::shared_ptr<Iommu>> Iommu::open(IommuMode mode) {
-  std::shared_ptr<Iommu> iommu(new Iommu(mode));  // private constructor: no make_shared
+  auto iommu = std::make_shared<Iommu>(Key{}, mode);
   const IommuModeInfo& info = iommu_mode_info(mode);
   if (info.container_path != nullptr) {
     iommu->container_.reset(::open(info.container_path, O_RDWR | O_CLOEXEC));

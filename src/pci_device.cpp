@@ -80,7 +80,7 @@ Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, st
   }
   if (!iommu) return std::unexpected(make_error(EINVAL, "PciDevice::open", "no Iommu given"));
 
-  std::unique_ptr<PciDevice> device(new PciDevice(*bdf, std::move(iommu)));  // private constructor
+  auto device = std::make_unique<PciDevice>(Key{}, *bdf, std::move(iommu));
   auto opened = device->iommu_->uses_cdev() ? device->open_through_cdev() : device->open_through_group();
   if (!opened) return std::unexpected(opened.error());
   if (auto ready = device->read_info_and_map_bars(); !ready) return std::unexpected(ready.error());

@@ -69,41 +69,28 @@ else
     not_ok "run_binds_runs_and_restores" "exit $status (want 7 from CMD), driver after '$after' (want '$host_driver')"
 fi
 
-# SIGINT while CMD runs: restored, CMD's death reported as 128+2.
-vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
-tool=$!
-if wait_for_driver "$device" vfio-pci; then
-    kill -INT "$tool"
-    wait "$tool"
-    status=$?
-    after=$(driver_of "$device")
-    if [ "$status" = 130 ] && [ "$after" = "$host_driver" ]; then
-        ok "run_restores_on_sigint"
+# A signal to the tool while CMD runs: restored, CMD's death by that signal
+# reported as 128+N.
+signal_case() {  # NAME SIGNAL EXPECTED_STATUS
+    vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
+    tool=$!
+    if wait_for_driver "$device" vfio-pci; then
+        kill "-$2" "$tool"
+        wait "$tool"
+        status=$?
+        after=$(driver_of "$device")
+        if [ "$status" = "$3" ] && [ "$after" = "$host_driver" ]; then
+            ok "$1"
+        else
+            not_ok "$1" "exit $status (want $3), driver after '$after' (want '$host_driver')"
+        fi
     else
-        not_ok "run_restores_on_sigint" "exit $status (want 130), driver after '$after' (want '$host_driver')"
+        kill -KILL "$tool" 2>/dev/null
+        not_ok "$1" "the device never reached vfio-pci"
     fi
-else
-    kill -KILL "$tool" 2>/dev/null
-    not_ok "run_restores_on_sigint" "the device never reached vfio-pci"
-fi
-
-# SIGTERM likewise.
-vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
-tool=$!
-if wait_for_driver "$device" vfio-pci; then
-    kill -TERM "$tool"
-    wait "$tool"
-    status=$?
-    after=$(driver_of "$device")
-    if [ "$status" = 143 ] && [ "$after" = "$host_driver" ]; then
-        ok "run_restores_on_sigterm"
-    else
-        not_ok "run_restores_on_sigterm" "exit $status (want 143), driver after '$after' (want '$host_driver')"
-    fi
-else
-    kill -KILL "$tool" 2>/dev/null
-    not_ok "run_restores_on_sigterm" "the device never reached vfio-pci"
-fi
+}
+signal_case run_restores_on_sigint INT 130
+signal_case run_restores_on_sigterm TERM 143
 
 # SIGKILL of the tool itself: the state it wrote first lets restore finish
 # the job; a second restore has nothing to do.

@@ -48,8 +48,13 @@ struct DmaRegion {
 enum DmaAccess : std::uint32_t { dma_read = 1u << 0, dma_write = 1u << 1, dma_read_write = dma_read | dma_write };
 
 class Iommu {
+  struct Key {  // only open() can make one: construction goes through it
+    explicit Key() = default;
+  };
+
  public:
   static Result<std::shared_ptr<Iommu>> open(IommuMode mode = kDefaultIommuMode);
+  Iommu(Key, IommuMode mode) : mode_(mode) {}
   ~Iommu();
   Iommu(const Iommu&) = delete;
   Iommu& operator=(const Iommu&) = delete;
@@ -88,7 +93,6 @@ class Iommu {
   Result<int> attach_group(int group);
 
  private:
-  explicit Iommu(IommuMode mode) : mode_(mode) {}
   Result<void> set_container_iommu();
 
   IommuMode mode_;

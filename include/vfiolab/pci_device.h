@@ -55,7 +55,12 @@ enum class IrqIndex : std::uint32_t {
 std::string_view irq_index_name(IrqIndex index);
 
 class PciDevice {
+  struct Key {  // only open() can make one: construction goes through it
+    explicit Key() = default;
+  };
+
  public:
+  PciDevice(Key, Bdf bdf, std::shared_ptr<Iommu> iommu) : bdf_(bdf), iommu_(std::move(iommu)) {}
   // Checks the BDF, that the device exists and is on vfio-pci, then opens
   // it through `iommu` (attaching it to the container or the IOAS) and maps
   // every mmap-able BAR. Errors say which of those failed.
@@ -135,7 +140,6 @@ class PciDevice {
   Result<void> try_attach_ioas(std::uint32_t pt_id);
 
  private:
-  PciDevice(Bdf bdf, std::shared_ptr<Iommu> iommu) : bdf_(bdf), iommu_(std::move(iommu)) {}
   Result<void> open_through_group();
   Result<void> open_through_cdev();
   Result<void> read_info_and_map_bars();

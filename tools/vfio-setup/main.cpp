@@ -19,6 +19,7 @@
 #include "state.h"
 
 #include "vfiolab/sysfs.h"
+#include "vfiolab/unique_fd.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -82,16 +83,9 @@ std::string trimmed(std::string text) {
 
 // Writes one value to a sysfs attribute; the error names the file and errno.
 bool write_sysfs(const fs::path& path, std::string_view value, std::string* error = nullptr) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  bool ok = false;
-  int saved = 0;
-  if (fd >= 0) {
-    ok = ::write(fd, value.data(), value.size()) == static_cast<ssize_t>(value.size());
-    saved = errno;
-    ::close(fd);
-  } else {
-    saved = errno;
-  }
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  bool ok = fd && ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size());
+  int saved = errno;
   if (!ok && error) *error = fmt::format("writing '{}' to {}: {}", trimmed(std::string(value)), path.string(), std::strerror(saved));
   return ok;
 }
@@ -102,14 +96,15 @@ bool write_state(const fs::path& path, const std::string& content, std::string& 
   fs::create_directories(path.parent_path(), ec);
   fs::path temporary = path;
   temporary += ".tmp";
-  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) {
+  UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) {
     error = fmt::format("cannot write {}: {}", temporary.string(), std::strerror(errno));
     return false;
   }
-  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  bool ok = ::write(fd.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
+            ::fsync(fd.get()) == 0;
   int saved = errno;
-  ::close(fd);
+  fd.reset();
   if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
     error = fmt::format("cannot write {}: {}", path.string(), std::strerror(ok ? errno : saved));
     return false;
