@@ -173,12 +173,11 @@ bool preflight(const std::vector<std::string>& args, std::vector<Bdf>& devices) 
       say(error);
       ok = false;
     }
+    // Some IOMMU drivers (virtio-iommu) give a device its group only when a
+    // driver probes it: without a group yet there is nothing to check, and
+    // vfio-pci itself refuses a device that still has none.
     auto group = sysfs.iommu_group(bdf);
-    if (!group) {
-      say(fmt::format("{} has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?", bdf.str()));
-      ok = false;
-      continue;
-    }
+    if (!group) continue;
     std::vector<std::string> conflicts;
     for (const auto& member : sysfs.iommu_group_members(*group)) {
       if (std::find(devices.begin(), devices.end(), member) != devices.end()) continue;
@@ -238,7 +237,9 @@ bool bind_device(const Bdf& bdf, bool& newly_held) {
   }
   auto now = sysfs.driver(bdf);
   if (!ok || now != "vfio-pci") {
-    say(fmt::format("{}: did not reach vfio-pci ({}); putting it back", name, ok ? "now on " + driver_or_none(now) : error));
+    std::string why = ok ? "now on " + driver_or_none(now) : error;
+    if (!sysfs.iommu_group(bdf)) why += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
+    say(fmt::format("{}: did not reach vfio-pci ({}); putting it back", name, why));
     restore_device(state);
     return false;
   }
