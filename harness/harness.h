@@ -1,0 +1,37 @@
+// The suite's test main: GoogleTest for writing tests, kselftest conventions
+// for running them.
+//
+// - Devices come from trailing BDF arguments or VFIO_SELFTESTS_BDF; with
+//   neither, usage is printed and the program exits as SKIP (4).
+// - Names read fixture.variant.test: a TEST_P suite instantiated as
+//   INSTANTIATE_TEST_SUITE_P(fixture, Suite, values, namer) gives fixture
+//   "fixture", the namer's text as the variant; a plain TEST(fixture, test)
+//   has no variant.
+// - -l lists, -f FIXTURE, -v VARIANT, -t TEST and -r FIXTURE.VARIANT.TEST
+//   (each repeatable) select; --gtest_* flags still work.
+// - Each test runs in its own process with a timeout (-T SECONDS, default 60,
+//   or a per-test override), so a crash or hang fails that test alone.
+// - KTAP v1 on stdout, a reason on every SKIP; exit 0 pass, 1 fail, 4 skip.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace vfiolab::harness {
+
+// Every BDF given to the program, the first being the device under test.
+const std::vector<std::string>& device_bdfs();
+const std::string& device_bdf();
+
+// A longer (or shorter) timeout for the tests whose full name
+// (fixture.variant.test) starts with `prefix`.
+struct TimeoutOverride {
+  TimeoutOverride(const char* prefix, std::chrono::seconds timeout);
+};
+
+}  // namespace vfiolab::harness
+
+// At namespace scope in a test file.
+#define VFIOLAB_TEST_TIMEOUT(name, prefix, seconds) \
+  static const ::vfiolab::harness::TimeoutOverride name{prefix, std::chrono::seconds(seconds)}

@@ -1,0 +1,331 @@
+// The suite's main(): see harness.h for the conventions it adds to
+// GoogleTest.
+#include "harness.h"
+#include "selection.h"
+
+#include "vfiolab/ktap.h"
+#include "vfiolab/sysfs.h"
+#include "vfiolab/unique_fd.h"
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace vfiolab::harness {
+namespace {
+
+constexpr int kExitPass = 0;
+constexpr int kExitFail = 1;
+constexpr int kExitSkip = 4;
+constexpr std::chrono::seconds kDefaultTimeout{60};
+
+std::vector<std::string>& bdfs() {
+  static std::vector<std::string> list;
+  return list;
+}
+
+std::vector<std::pair<std::string, std::chrono::seconds>>& timeout_overrides() {
+  static std::vector<std::pair<std::string, std::chrono::seconds>> list;
+  return list;
+}
+
+std::chrono::seconds timeout_for(const std::string& full_name, std::chrono::seconds fallback) {
+  std::size_t best = 0;
+  std::chrono::seconds timeout = fallback;
+  for (const auto& [prefix, seconds] : timeout_overrides()) {
+    if (full_name.starts_with(prefix) && prefix.size() >= best) {
+      best = prefix.size();
+      timeout = seconds;
+    }
+  }
+  return timeout;
+}
+
+// In the child: prints failures and skips as KTAP diagnostics and keeps the
+// outcome for the exit code.
+class DiagnosticListener : public testing::EmptyTestEventListener {
+ public:
+  void OnTestPartResult(const testing::TestPartResult& part) override {
+    std::string where = part.file_name() ? fmt::format("{}:{}: ", part.file_name(), part.line_number()) : "";
+    std::string text = part.message();
+    std::size_t start = 0;
+    bool first = true;
+    while (start <= text.size()) {
+      auto end = text.find('\n', start);
+      std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      if (!line.empty() || first) {
+        fmt::print("# {}{}{}\n", part.skipped() ? "SKIP " : "", first ? where : "  ", line);
+      }
+      first = false;
+      if (end == std::string::npos) break;
+      start = end + 1;
+    }
+    if (part.skipped() && skip_reason.empty()) skip_reason = text;
+    std::fflush(stdout);
+  }
+  std::string skip_reason;
+};
+
+struct Outcome {
+  ktap::Directive directive = ktap::Directive::none;
+  bool ok = false;
+  std::string reason;
+  std::vector<std::string> output;
+};
+
+[[noreturn]] void run_in_child(const std::string& gtest_name) {
+  testing::GTEST_FLAG(filter) = gtest_name;
+  auto& listeners = testing::UnitTest::GetInstance()->listeners();
+  std::unique_ptr<testing::TestEventListener> printer(listeners.Release(listeners.default_result_printer()));
+  auto owned = std::make_unique<DiagnosticListener>();
+  DiagnosticListener* listener = owned.get();
+  listeners.Append(owned.release());  // GoogleTest owns its listeners
+  int rc = RUN_ALL_TESTS();
+  const testing::TestResult* result = nullptr;
+  auto* unit = testing::UnitTest::GetInstance();
+  for (int s = 0; s < unit->total_test_suite_count() && !result; ++s) {
+    const auto* suite = unit->GetTestSuite(s);
+    for (int t = 0; t < suite->total_test_count(); ++t) {
+      if (suite->GetTestInfo(t)->should_run()) result = suite->GetTestInfo(t)->result();
+    }
+  }
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (result && result->Skipped()) {
+    fmt::print("# vfiolab-skip-reason: {}\n", listener->skip_reason);
+    std::fflush(stdout);
+    _exit(kExitSkip);
+  }
+  _exit(rc == 0 && result && result->Passed() ? kExitPass : kExitFail);
+}
+
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+Outcome run_isolated(const std::string& gtest_name, std::chrono::seconds timeout) {
+  Outcome outcome;
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    outcome.reason = fmt::format("pipe: {}", std::strerror(errno));
+    return outcome;
+  }
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  std::fflush(stdout);
+  pid_t child = ::fork();
+  if (child < 0) {
+    outcome.reason = fmt::format("fork: {}", std::strerror(errno));
+    return outcome;
+  }
+  if (child == 0) {
+    ::setpgid(0, 0);  // so a timeout kills whatever the test started too
+    ::dup2(write_end.get(), STDOUT_FILENO);
+    ::dup2(write_end.get(), STDERR_FILENO);
+    run_in_child(gtest_name);
+  }
+  write_end.reset();
+
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string buffer;
+  bool timed_out = false;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd entry{read_end.get(), POLLIN, 0};
+    int ready = ::poll(&entry, 1, static_cast<int>(left.count()));
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready <= 0) continue;
+    char chunk[4096];
+    ssize_t got = ::read(read_end.get(), chunk, sizeof(chunk));
+    if (got <= 0) break;  // the child (and everything it started) closed the pipe
+    buffer.append(chunk, static_cast<std::size_t>(got));
+  }
+  if (timed_out) ::kill(-child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (timed_out) {
+    // Children of the test may still hold the pipe; the group kill above
+    // ends them.
+    ::kill(-child, SIGKILL);
+  }
+
+  std::size_t start = 0;
+  while (start < buffer.size()) {
+    auto end = buffer.find('\n', start);
+    std::string line = buffer.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    start = end == std::string::npos ? buffer.size() : end + 1;
+    if (line.starts_with("# vfiolab-skip-reason: ")) {
+      outcome.reason = line.substr(23);
+      continue;
+    }
+    outcome.output.push_back(line);
+  }
+
+  if (timed_out) {
+    outcome.directive = ktap::Directive::timeout;
+    outcome.reason = fmt::format("no result after {} s; killed", timeout.count());
+  } else if (WIFSIGNALED(status)) {
+    outcome.reason = fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitSkip) {
+    outcome.ok = true;
+    outcome.directive = ktap::Directive::skip;
+    outcome.reason = first_line(outcome.reason);
+    if (outcome.reason.empty()) outcome.reason = "skipped";
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == kExitPass) {
+    outcome.ok = true;
+  } else if (WIFEXITED(status)) {
+    if (WEXITSTATUS(status) != kExitFail) outcome.reason = fmt::format("exit status {}", WEXITSTATUS(status));
+  }
+  return outcome;
+}
+
+void usage(const char* program) {
+  fmt::print(stderr,
+             "usage: {} [-l] [-f FIXTURE] [-v VARIANT] [-t TEST] [-r FIXTURE.VARIANT.TEST] [-T SECONDS] "
+             "[--gtest_...] [BDF...]\n"
+             "  devices: trailing BDFs, or VFIO_SELFTESTS_BDF; the first is the device under test\n",
+             program);
+}
+
+}  // namespace
+
+const std::vector<std::string>& device_bdfs() { return bdfs(); }
+
+const std::string& device_bdf() {
+  static const std::string none;
+  return bdfs().empty() ? none : bdfs().front();
+}
+
+TimeoutOverride::TimeoutOverride(const char* prefix, std::chrono::seconds timeout) {
+  timeout_overrides().emplace_back(prefix, timeout);
+}
+
+}  // namespace vfiolab::harness
+
+int main(int argc, char** argv) {
+  using namespace vfiolab;
+  using namespace vfiolab::harness;
+  testing::InitGoogleTest(&argc, argv);  // takes the --gtest_* flags
+
+  Selection selection;
+  bool list = false;
+  std::chrono::seconds default_timeout = kDefaultTimeout;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        usage(argv[0]);
+        std::exit(kExitFail);
+      }
+      return argv[++i];
+    };
+    if (arg == "-l") {
+      list = true;
+    } else if (arg == "-f") {
+      selection.fixtures.push_back(value());
+    } else if (arg == "-v") {
+      selection.variants.push_back(value());
+    } else if (arg == "-t") {
+      selection.tests.push_back(value());
+    } else if (arg == "-r") {
+      selection.full.push_back(value());
+    } else if (arg == "-T") {
+      std::string seconds = value();
+      try {
+        default_timeout = std::chrono::seconds(std::stoul(seconds));
+      } catch (const std::exception&) {
+        fmt::print(stderr, "{}: -T wants seconds, not '{}'\n", argv[0], seconds);
+        return kExitFail;
+      }
+    } else if (arg == "-h" || arg == "--help") {
+      usage(argv[0]);
+      return kExitPass;
+    } else if (arg.starts_with("-")) {
+      fmt::print(stderr, "{}: unknown option '{}'\n", argv[0], arg);
+      usage(argv[0]);
+      return kExitFail;
+    } else {
+      auto bdf = parse_bdf(arg);
+      if (!bdf) {
+        fmt::print(stderr, "{}: {}\n", argv[0], bdf.error());
+        return kExitFail;
+      }
+      bdfs().push_back(bdf->str());
+    }
+  }
+  if (bdfs().empty()) {
+    if (const char* env = std::getenv("VFIO_SELFTESTS_BDF"); env && *env) {
+      auto bdf = parse_bdf(env);
+      if (!bdf) {
+        fmt::print(stderr, "{}: VFIO_SELFTESTS_BDF: {}\n", argv[0], bdf.error());
+        return kExitFail;
+      }
+      bdfs().push_back(bdf->str());
+    }
+  }
+
+  struct Selected {
+    TestName name;
+    std::string gtest_name;
+  };
+  std::vector<Selected> selected;
+  auto* unit = testing::UnitTest::GetInstance();
+  for (int s = 0; s < unit->total_test_suite_count(); ++s) {
+    const auto* suite = unit->GetTestSuite(s);
+    for (int t = 0; t < suite->total_test_count(); ++t) {
+      const auto* info = suite->GetTestInfo(t);
+      std::string gtest_name = fmt::format("{}.{}", info->test_suite_name(), info->name());
+      if (!gtest_filter_matches(testing::GTEST_FLAG(filter), gtest_name)) continue;
+      TestName name = kselftest_name(info->test_suite_name(), info->name());
+      if (selection.selects(name)) selected.push_back({name, gtest_name});
+    }
+  }
+
+  if (list) {
+    for (const auto& test : selected) fmt::print("{}\n", test.name.full());
+    return kExitPass;
+  }
+
+  ktap::Writer out;
+  out.header();
+  if (bdfs().empty()) {
+    out.plan(0);
+    out.diagnostic("no device: pass a BDF as the last argument or set VFIO_SELFTESTS_BDF");
+    usage(argv[0]);
+    fmt::print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n");
+    return kExitSkip;
+  }
+  out.plan(static_cast<int>(selected.size()));
+  int passed = 0, failed = 0, skipped = 0;
+  for (const auto& test : selected) {
+    Outcome outcome = run_isolated(test.gtest_name, timeout_for(test.name.full(), default_timeout));
+    for (const auto& line : outcome.output) fmt::print("{}{}\n", line.starts_with("#") ? "" : "# ", line);
+    if (outcome.directive == ktap::Directive::skip) {
+      out.skip(test.name.full(), outcome.reason);
+      ++skipped;
+    } else if (outcome.ok) {
+      out.pass(test.name.full());
+      ++passed;
+    } else {
+      if (!outcome.reason.empty()) out.diagnostic(outcome.reason);
+      out.result(false, test.name.full(), outcome.directive);
+      ++failed;
+    }
+  }
+  fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", passed, failed, skipped);
+  if (failed) return kExitFail;
+  if (passed == 0 && skipped > 0) return kExitSkip;
+  return kExitPass;
+}
