@@ -33,5 +33,5 @@ struct TimeoutOverride {
 }  // namespace vfiolab::harness
 
 // At namespace scope in a test file.
-#define VFIOLAB_TEST_TIMEOUT(name, prefix, seconds) \
-  static const ::vfiolab::harness::TimeoutOverride name{prefix, std::chrono::seconds(seconds)}
+#define VFIOLAB_TEST_TIMEOUT(variable, name_prefix, timeout_seconds) \
+  static const ::vfiolab::harness::TimeoutOverride variable{name_prefix, std::chrono::seconds(timeout_seconds)}

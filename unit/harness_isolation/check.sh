@@ -1,0 +1,30 @@
+#!/bin/sh
+# Runs the faulty tests through the harness and checks what it reported.
+#   check.sh PROGRAM
+set -u
+program=$1
+output=$("$program" -T 1 0000:00:04.0)
+status=$?
+echo "$output"
+fail=0
+expect() {
+    if ! printf '%s\n' "$output" | grep -qE "$1"; then
+        echo "check: missing: $1"
+        fail=1
+    fi
+}
+expect '^1\.\.7$'
+expect '^ok 1 harness_isolation\.passes_before$'
+expect '^# killed by signal 11'
+expect '^not ok 2 harness_isolation\.crashes$'
+expect '^# no result after 1 s; killed$'
+expect '^not ok 3 harness_isolation\.hangs # TIMEOUT$'
+expect '^# no result after 3 s; killed$'
+expect '^not ok 4 harness_isolation\.hangs_with_a_longer_timeout # TIMEOUT$'
+expect '^# .*on purpose'
+expect '^not ok 5 harness_isolation\.fails$'
+expect '^ok 6 harness_isolation\.skips # SKIP no such feature here$'
+expect '^ok 7 harness_isolation\.passes_after$'
+expect '^# Totals: pass:2 fail:4 xfail:0 xpass:0 skip:1 error:0$'
+[ "$status" = 1 ] || { echo "check: exit status $status, expected 1"; fail=1; }
+exit $fail
