@@ -57,6 +57,7 @@ std::chrono::seconds timeout_for(const std::string& full_name, std::chrono::seco
 class DiagnosticListener : public testing::EmptyTestEventListener {
  public:
   void OnTestPartResult(const testing::TestPartResult& part) override {
+    if (part.type() == testing::TestPartResult::kSuccess) return;  // SUCCEED(): nothing to say
     std::string where = part.file_name() ? fmt::format("{}:{}: ", part.file_name(), part.line_number()) : "";
     std::string text = part.message();
     std::size_t start = 0;
