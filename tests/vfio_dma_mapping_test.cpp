@@ -175,5 +175,67 @@ TEST_P(DmaMappingTest, unmap_part_of_a_mapping) {
 
 INSTANTIATE_TEST_SUITE_P(vfio_dma_mapping_test, DmaMappingTest, testing::ValuesIn(all_variants()), variant_name);
 
+// Mappings at the very top of the usable IOVA space, and one that would wrap
+// past the end of the 64-bit space.
+class DmaMapLimitTest : public testing::TestWithParam<IommuMode> {
+ protected:
+  static constexpr std::uint64_t kSize = 2 * 4096;
+
+  void SetUp() override {
+    VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(GetParam()));
+    VFIOLAB_ASSIGN_OR_SKIP(device, PciDevice::open(harness::device_bdf(), iommu));
+    VFIOLAB_ASSIGN_OR_SKIP(buffer, DmaBuffer::allocate(Backing::anonymous, kSize));
+    iommu_ = std::move(iommu);
+    device_ = std::move(device);
+    buffer_.emplace(std::move(buffer));
+    auto ranges = iommu_->iova_ranges();
+    ASSERT_FALSE(ranges.empty());
+    const IovaRange& top = ranges.back();
+    ASSERT_GE(top.last - top.start, kSize - 1) << "the last usable range is smaller than two pages";
+    region_ = DmaRegion{buffer_->data(), top.last - kSize + 1, kSize};
+  }
+
+  std::shared_ptr<Iommu> iommu_;
+  std::unique_ptr<PciDevice> device_;
+  std::optional<DmaBuffer> buffer_;
+  DmaRegion region_;
+};
+
+TEST_P(DmaMapLimitTest, unmap_range) {
+  iommu_->map(region_);
+  EXPECT_EQ(check(iommu_->try_unmap(region_.iova, region_.size)), region_.size)
+      << fmt::format("the mapping ends at the last usable IOVA {:#x}", region_.iova + region_.size - 1);
+}
+
+TEST_P(DmaMapLimitTest, unmap_all) {
+  iommu_->map(region_);
+  EXPECT_EQ(check(iommu_->try_unmap_all()), region_.size);
+}
+
+TEST_P(DmaMapLimitTest, overflow) {
+  DmaRegion wrapping = region_;
+  wrapping.iova = ~std::uint64_t{0} & ~(region_.size - 1);  // the last two pages of the 64-bit space...
+  wrapping.size = 2 * region_.size;                          // ...and two more: past the end
+  auto map = iommu_->try_map(wrapping);
+  auto unmap = iommu_->try_unmap(wrapping.iova, wrapping.size);
+  ASSERT_FALSE(map) << "a mapping that wraps past the 64-bit space succeeded";
+  ASSERT_FALSE(unmap) << "an unmap that wraps past the 64-bit space succeeded";
+  if (GetParam() == IommuMode::vfio_type1_iommu || GetParam() == IommuMode::vfio_type1v2_iommu) {
+    // VFIO type1 answered EINVAL for a wrapping range until it learnt to map
+    // up to the addressable limit; since then EOVERFLOW, as iommufd does.
+    EXPECT_TRUE(map.error().errnum == EOVERFLOW || map.error().errnum == EINVAL) << map.error().message();
+    EXPECT_TRUE(unmap.error().errnum == EOVERFLOW || unmap.error().errnum == EINVAL) << unmap.error().message();
+  } else {
+    EXPECT_EQ(map.error().errnum, EOVERFLOW) << map.error().message();
+    EXPECT_EQ(unmap.error().errnum, EOVERFLOW) << unmap.error().message();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(vfio_dma_map_limit_test, DmaMapLimitTest,
+                         testing::Values(IommuMode::vfio_type1_iommu, IommuMode::vfio_type1v2_iommu,
+                                         IommuMode::iommufd_compat_type1, IommuMode::iommufd_compat_type1v2,
+                                         IommuMode::iommufd),
+                         harness::mode_variant_name);
+
 }  // namespace
 }  // namespace vfiolab
