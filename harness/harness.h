@@ -9,10 +9,14 @@
 //   has no variant.
 // - -l lists, -f FIXTURE, -v VARIANT, -t TEST and -r FIXTURE.VARIANT.TEST
 //   (each repeatable) select; --gtest_* flags still work.
+// - -m MODE picks the IOMMU mode of the fixtures that have no mode variants
+//   (default iommufd), so such a program can be run once per mode.
 // - Each test runs in its own process with a timeout (-T SECONDS, default 60,
 //   or a per-test override), so a crash or hang fails that test alone.
 // - KTAP v1 on stdout, a reason on every SKIP; exit 0 pass, 1 fail, 4 skip.
 #pragma once
+
+#include "vfiolab/iommu.h"
 
 #include <chrono>
 #include <string>
@@ -23,6 +27,9 @@ namespace vfiolab::harness {
 // Every BDF given to the program, the first being the device under test.
 const std::vector<std::string>& device_bdfs();
 const std::string& device_bdf();
+
+// The mode -m chose, for fixtures without mode variants.
+IommuMode iommu_mode();
 
 // A longer (or shorter) timeout for the tests whose full name
 // (fixture.variant.test) starts with `prefix`.

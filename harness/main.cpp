@@ -40,6 +40,11 @@ std::vector<std::pair<std::string, std::chrono::seconds>>& timeout_overrides() {
   return list;
 }
 
+IommuMode& chosen_mode() {
+  static IommuMode mode = kDefaultIommuMode;
+  return mode;
+}
+
 std::chrono::seconds timeout_for(const std::string& full_name, std::chrono::seconds fallback) {
   std::size_t best = 0;
   std::chrono::seconds timeout = fallback;
@@ -194,8 +199,8 @@ Outcome run_isolated(const std::string& gtest_name, std::chrono::seconds timeout
 
 void usage(const char* program) {
   fmt::print(stderr,
-             "usage: {} [-l] [-f FIXTURE] [-v VARIANT] [-t TEST] [-r FIXTURE.VARIANT.TEST] [-T SECONDS] "
-             "[--gtest_...] [BDF...]\n"
+             "usage: {} [-l] [-f FIXTURE] [-v VARIANT] [-t TEST] [-r FIXTURE.VARIANT.TEST] [-m IOMMU_MODE] "
+             "[-T SECONDS] [--gtest_...] [BDF...]\n"
              "  devices: trailing BDFs, or VFIO_SELFTESTS_BDF; the first is the device under test\n",
              program);
 }
@@ -208,6 +213,8 @@ const std::string& device_bdf() {
   static const std::string none;
   return bdfs().empty() ? none : bdfs().front();
 }
+
+IommuMode iommu_mode() { return chosen_mode(); }
 
 TimeoutOverride::TimeoutOverride(const char* prefix, std::chrono::seconds timeout) {
   timeout_overrides().emplace_back(prefix, timeout);
@@ -242,6 +249,13 @@ int main(int argc, char** argv) {
       selection.tests.push_back(value());
     } else if (arg == "-r") {
       selection.full.push_back(value());
+    } else if (arg == "-m") {
+      auto mode = iommu_mode_from_name(value());
+      if (!mode) {
+        fmt::print(stderr, "{}: {}\n", argv[0], mode.error().message());
+        return kExitFail;
+      }
+      chosen_mode() = *mode;
     } else if (arg == "-T") {
       std::string seconds = value();
       try {

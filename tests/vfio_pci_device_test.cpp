@@ -1,5 +1,5 @@
 // vfio_pci_device_test: a device's config space, BARs, reset and interrupts
-// through vfio-pci, in the default IOMMU mode.
+// through vfio-pci, in the IOMMU mode chosen with -m (default iommufd).
 #include "device.h"
 
 #include "vfiolab/sysfs.h"
@@ -19,7 +19,7 @@ constexpr std::uint32_t kMaxVectors = 16;
 class vfio_pci_device_test : public testing::Test {
  protected:
   void SetUp() override {
-    VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(kDefaultIommuMode));
+    VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(harness::iommu_mode()));
     VFIOLAB_ASSIGN_OR_SKIP(opened, PciDevice::open(harness::device_bdf(), iommu));
     device_ = std::move(opened);
   }
@@ -68,7 +68,7 @@ TEST_F(vfio_pci_device_test, reset) {
 class IrqTest : public testing::TestWithParam<IrqIndex> {
  protected:
   void SetUp() override {
-    VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(kDefaultIommuMode));
+    VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(harness::iommu_mode()));
     VFIOLAB_ASSIGN_OR_SKIP(opened, PciDevice::open(harness::device_bdf(), iommu));
     device_ = std::move(opened);
     auto info = device_->irq_info(GetParam());

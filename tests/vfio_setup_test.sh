@@ -42,6 +42,16 @@ wait_for_driver() {  # BDF DRIVER: up to 10 s
     done
     return 1
 }
+# The device is bound and the tool's CMD (a sleep) has started: only then
+# is a signal one that arrives while CMD runs.
+wait_for_cmd() {  # BDF
+    wait_for_driver "$1" vfio-pci || return 1
+    for _ in $(seq 100); do
+        [ -n "$(pidof sleep)" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
 
 echo "KTAP version 1"
 echo "1..12"
@@ -74,7 +84,7 @@ fi
 signal_case() {  # NAME SIGNAL EXPECTED_STATUS
     vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
     tool=$!
-    if wait_for_driver "$device" vfio-pci; then
+    if wait_for_cmd "$device"; then
         kill "-$2" "$tool"
         wait "$tool"
         status=$?
@@ -96,7 +106,7 @@ signal_case run_restores_on_sigterm TERM 143
 # the job; a second restore has nothing to do.
 vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
 tool=$!
-if wait_for_driver "$device" vfio-pci; then
+if wait_for_cmd "$device"; then
     kill -KILL "$tool"
     wait "$tool" 2>/dev/null
     # The orphaned CMD keeps running after its parent is gone.

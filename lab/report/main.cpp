@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -113,11 +114,13 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
     notes.push_back(fmt::format("{} of {} programs never reported (the guest stopped early)", missing, *document.plan));
   }
 
-  fmt::print("\n{:<40} {:>7} {:>7} {:>7}\n", "program", "passed", "failed", "skipped");
+  std::size_t width = 40;
+  for (const auto& program : document.results) width = std::max(width, program.name.size() + 1);
+  fmt::print("\n{:<{}} {:>7} {:>7} {:>7}\n", "program", width, "passed", "failed", "skipped");
   ktap::Counts total;
   for (const auto& program : document.results) {
     ktap::Counts counts = ktap::count(program);
-    fmt::print("{:<40} {:>7} {:>7} {:>7}{}\n", program.name, counts.passed, counts.failed, counts.skipped,
+    fmt::print("{:<{}} {:>7} {:>7} {:>7}{}\n", program.name, width, counts.passed, counts.failed, counts.skipped,
                program.directive == ktap::Directive::timeout ? "  (timed out)" : "");
     total += counts;
   }

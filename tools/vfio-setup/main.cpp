@@ -401,8 +401,9 @@ int command_run(const std::vector<std::string>& args) {
     return held.empty() ? kExitOk : command_restore(held);
   };
   if (bound != kExitOk || g_signal) {
+    // A signal during binding: CMD never ran; report the signal as a shell would.
     restore_held();
-    return bound != kExitOk ? bound : kExitFailed;
+    return bound != kExitOk ? bound : 128 + g_signal;
   }
 
   std::vector<std::string> argv_strings;
