@@ -13,8 +13,16 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace vfiolab::harness {
+
+// Every IOMMU mode, for INSTANTIATE_TEST_SUITE_P.
+inline std::vector<IommuMode> all_modes() {
+  std::vector<IommuMode> modes;
+  for (const auto& info : all_iommu_modes()) modes.push_back(info.mode);
+  return modes;
+}
 
 // One name per IOMMU mode, for INSTANTIATE_TEST_SUITE_P.
 inline std::string mode_variant_name(const testing::TestParamInfo<IommuMode>& info) {

@@ -70,10 +70,7 @@ TEST_P(MmioMappingTest, map_bar_at_misaligned_address) {
   VFIOLAB_EXPECT_ERRNO(iommu_->try_map(region), EINVAL);
 }
 
-INSTANTIATE_TEST_SUITE_P(vfio_dma_mapping_mmio_test, MmioMappingTest,
-                         testing::Values(IommuMode::vfio_type1_iommu, IommuMode::vfio_type1v2_iommu,
-                                         IommuMode::iommufd_compat_type1, IommuMode::iommufd_compat_type1v2,
-                                         IommuMode::iommufd),
+INSTANTIATE_TEST_SUITE_P(vfio_dma_mapping_mmio_test, MmioMappingTest, testing::ValuesIn(harness::all_modes()),
                          harness::mode_variant_name);
 
 }  // namespace

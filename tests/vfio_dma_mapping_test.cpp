@@ -231,10 +231,7 @@ TEST_P(DmaMapLimitTest, overflow) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(vfio_dma_map_limit_test, DmaMapLimitTest,
-                         testing::Values(IommuMode::vfio_type1_iommu, IommuMode::vfio_type1v2_iommu,
-                                         IommuMode::iommufd_compat_type1, IommuMode::iommufd_compat_type1v2,
-                                         IommuMode::iommufd),
+INSTANTIATE_TEST_SUITE_P(vfio_dma_map_limit_test, DmaMapLimitTest, testing::ValuesIn(harness::all_modes()),
                          harness::mode_variant_name);
 
 }  // namespace
