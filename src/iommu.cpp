@@ -88,12 +88,6 @@ Result<std::shared_ptr<Iommu>> Iommu::open(IommuMode mode) {
   return iommu;
 }
 
-Iommu::~Iommu() {
-  // Unmapping is implicit when the container or iommufd closes; groups are
-  // closed before the container they were attached to.
-  groups_.clear();
-}
-
 int Iommu::iommufd() const {
   if (mode_ == IommuMode::iommufd) return iommufd_.get();
   if (mode_ == IommuMode::iommufd_compat_type1 || mode_ == IommuMode::iommufd_compat_type1v2) return container_.get();

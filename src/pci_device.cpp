@@ -33,9 +33,10 @@ Result<MemoryMapping> map_aligned(int fd, std::uint64_t offset, std::uint64_t le
   if (reserved == MAP_FAILED) return std::unexpected(errno_error("mmap reservation"));
   auto base = reinterpret_cast<std::uintptr_t>(reserved);
   std::uintptr_t aligned = (base + align - 1) & ~(static_cast<std::uintptr_t>(align) - 1);
-  MemoryMapping head(reserved, aligned - base);
+  // The slack on either side goes when these do; there is always some after
+  // the aligned part, and some before it unless the reservation was aligned.
+  MemoryMapping head = aligned == base ? MemoryMapping() : MemoryMapping(reserved, aligned - base);
   MemoryMapping tail(reinterpret_cast<void*>(aligned + length), base + reserve_length - (aligned + length));
-  if (aligned == base) head = MemoryMapping();  // nothing before the aligned part
   void* mapped = ::mmap(reinterpret_cast<void*>(aligned), length, prot, MAP_SHARED | MAP_FIXED, fd,
                         static_cast<off_t>(offset));
   if (mapped == MAP_FAILED) {

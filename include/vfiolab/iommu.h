@@ -55,7 +55,6 @@ class Iommu {
  public:
   static Result<std::shared_ptr<Iommu>> open(IommuMode mode = kDefaultIommuMode);
   Iommu(Key, IommuMode mode) : mode_(mode) {}
-  ~Iommu();
   Iommu(const Iommu&) = delete;
   Iommu& operator=(const Iommu&) = delete;
 
@@ -100,6 +99,8 @@ class Iommu {
   UniqueFd iommufd_;    // native mode
   std::uint32_t ioas_id_ = 0;
   bool iommu_type_set_ = false;
+  // Declared after container_, so the groups close before the container
+  // they are attached to; closing the container or iommufd unmaps the rest.
   std::map<int, UniqueFd> groups_;
   std::map<std::uintptr_t, DmaRegion> regions_;
 };
