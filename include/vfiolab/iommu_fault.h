@@ -1,0 +1,54 @@
+// IOMMU faults as the kernel logs them, and a reader of the kernel log from
+// now on, so a test can check that a DMA it made fail was caught by the
+// IOMMU for that device at that address. Three drivers' formats:
+//   Intel VT-d:   "DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x1000 [fault reason 0x06] ..."
+//   AMD-Vi:       "vfio-pci 0000:00:04.0: Event logged [IO_PAGE_FAULT domain=0x0002 address=0x1000 flags=0x0000]"
+//                 "AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:00:04.0 domain=... address=0x1000 ...]"
+//   virtio-iommu: "virtio_iommu virtio0: page fault from EP 32 at 0x1000 [R]" (EP is the requester ID)
+#pragma once
+
+#include "vfiolab/error.h"
+#include "vfiolab/sysfs.h"
+#include "vfiolab/unique_fd.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vfiolab {
+
+struct IommuFault {
+  // Who faulted: a BDF (Intel logs no segment: it reads as segment 0), or a
+  // virtio-iommu endpoint ID (bus << 8 | device << 3 | function).
+  std::optional<Bdf> device;
+  std::optional<std::uint32_t> endpoint;
+  std::uint64_t address = 0;
+  std::string message;
+};
+
+// The fault a log message reports, if it reports one. Accepts the message
+// with or without its "[  1.234567] " timestamp.
+std::optional<IommuFault> parse_iommu_fault(std::string_view message);
+
+// Whether the fault is from `bdf` at an address in the pages of
+// [iova, iova + size). Drivers log page-aligned addresses, so the match is
+// by page.
+bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, std::uint64_t size);
+
+// Reads /dev/kmsg from the moment it was opened (earlier messages are
+// skipped). Needs CAP_SYSLOG or a permissive dmesg_restrict.
+class KernelLogReader {
+ public:
+  static Result<KernelLogReader> open();
+  // The messages logged since open() or the last call, without their
+  // record headers.
+  std::vector<std::string> read_new();
+
+ private:
+  explicit KernelLogReader(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;
+};
+
+}  // namespace vfiolab

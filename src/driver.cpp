@@ -1,0 +1,122 @@
+#include "vfiolab/driver.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+
+namespace vfiolab {
+
+Error Driver::driver_error(int errnum, std::string operation, std::string detail) const {
+  std::string context = fmt::format("{} driver on {}", name(), device_.name());
+  if (!detail.empty()) context += ": " + detail;
+  return make_error(errnum, std::move(operation), std::move(context));
+}
+
+Result<void> Driver::init(const DmaRegion& region) {
+  if (initialized_) return std::unexpected(driver_error(EBUSY, "driver init", "already initialised"));
+  if (region.size < region_size()) {
+    return std::unexpected(driver_error(
+        EINVAL, "driver init", fmt::format("region of {:#x} bytes; the driver needs {:#x}", region.size, region_size())));
+  }
+  if (region.iova > iova_limit() || region.size - 1 > iova_limit() - region.iova) {
+    return std::unexpected(driver_error(EINVAL, "driver init",
+                                        fmt::format("region at IOVA {:#x} size {:#x} is beyond the device's limit {:#x}",
+                                                    region.iova, region.size, iova_limit())));
+  }
+  region_ = region;
+  max_memcpy_size_ = max_memcpy_count_ = 0;
+  msi_vector_.reset();
+  device_.set_bus_master(true);
+  if (auto r = do_init(); !r) {
+    do_remove();
+    return r;
+  }
+  initialized_ = true;
+  memcpy_in_flight_ = false;
+  return {};
+}
+
+void Driver::remove() {
+  if (!initialized_) return;
+  do_remove();
+  initialized_ = false;
+  memcpy_in_flight_ = false;
+}
+
+Result<void> Driver::memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
+                                  std::uint64_t count) {
+  const auto what = fmt::format("src {:#x} dst {:#x} size {:#x} count {}", src_iova, dst_iova, size, count);
+  if (!initialized_) return std::unexpected(driver_error(EINVAL, "memcpy_start", what + ": driver not initialised"));
+  if (memcpy_in_flight_) {
+    return std::unexpected(driver_error(EBUSY, "memcpy_start", what + ": a copy is in flight; wait for it first"));
+  }
+  if (size == 0 || size > max_memcpy_size_) {
+    return std::unexpected(
+        driver_error(EINVAL, "memcpy_start", fmt::format("{}: size must be 1..{:#x}", what, max_memcpy_size_)));
+  }
+  if (count == 0 || count > max_memcpy_count_) {
+    return std::unexpected(
+        driver_error(EINVAL, "memcpy_start", fmt::format("{}: count must be 1..{}", what, max_memcpy_count_)));
+  }
+  for (std::uint64_t iova : {src_iova, dst_iova}) {
+    if (iova > iova_limit() || size - 1 > iova_limit() - iova) {
+      return std::unexpected(driver_error(
+          EINVAL, "memcpy_start", fmt::format("{}: beyond the device's IOVA limit {:#x}", what, iova_limit())));
+    }
+  }
+  if (auto r = do_memcpy_start(src_iova, dst_iova, size, count); !r) return r;
+  memcpy_in_flight_ = true;
+  return {};
+}
+
+Result<void> Driver::memcpy_wait(std::chrono::milliseconds timeout) {
+  if (!memcpy_in_flight_) return std::unexpected(driver_error(EINVAL, "memcpy_wait", "no copy was started"));
+  auto result = do_memcpy_wait(std::chrono::steady_clock::now() + timeout);
+  // A timed-out copy is still in flight: the caller may wait again.
+  if (result || result.error().errnum != ETIMEDOUT) memcpy_in_flight_ = false;
+  return result;
+}
+
+Result<void> Driver::memcpy(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size) {
+  if (auto r = memcpy_start(src_iova, dst_iova, size, 1); !r) return r;
+  return memcpy_wait();
+}
+
+Result<void> Driver::send_msi() {
+  if (!initialized_) return std::unexpected(driver_error(EINVAL, "send_msi", "driver not initialised"));
+  if (!msi_vector_) {
+    Error error = driver_error(EOPNOTSUPP, "send_msi", "the device cannot be made to send an MSI");
+    error.unsupported = true;
+    return std::unexpected(std::move(error));
+  }
+  return do_send_msi();
+}
+
+Result<std::vector<CopyChunk>> split_copy(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
+                                          std::uint64_t max_chunk) {
+  if (max_chunk == 0) return std::unexpected(make_error(EINVAL, "split_copy", "chunk size 0"));
+  if (size != 0 && (size - 1 > UINT64_MAX - src_iova || size - 1 > UINT64_MAX - dst_iova)) {
+    return std::unexpected(make_error(
+        EINVAL, "split_copy",
+        fmt::format("src {:#x} dst {:#x} size {:#x} wraps past the top of the IOVA space", src_iova, dst_iova, size)));
+  }
+  std::vector<CopyChunk> chunks;
+  chunks.reserve(size / max_chunk + 1);
+  for (std::uint64_t done = 0; done < size;) {
+    const std::uint64_t piece = std::min(max_chunk, size - done);
+    chunks.push_back({src_iova + done, dst_iova + done, piece});
+    done += piece;
+  }
+  return chunks;
+}
+
+Result<void> memcpy_chunked(Driver& driver, std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size) {
+  auto chunks = split_copy(src_iova, dst_iova, size, driver.max_memcpy_size());
+  if (!chunks) return std::unexpected(chunks.error());
+  for (const CopyChunk& chunk : *chunks) {
+    if (auto r = driver.memcpy(chunk.src_iova, chunk.dst_iova, chunk.size); !r) return r;
+  }
+  return {};
+}
+
+}  // namespace vfiolab

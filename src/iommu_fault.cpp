@@ -1,0 +1,146 @@
+#include "vfiolab/iommu_fault.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+
+namespace vfiolab {
+namespace {
+
+// The hex number right after `key` in text ("0x" optional).
+std::optional<std::uint64_t> hex_after(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = text.substr(at + key.size());
+  if (rest.starts_with("0x") || rest.starts_with("0X")) rest.remove_prefix(2);
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), value, 16);
+  if (ec != std::errc() || end == rest.data()) return std::nullopt;
+  return value;
+}
+
+std::optional<std::uint64_t> decimal_after(std::string_view text, std::string_view key) {
+  const auto at = text.find(key);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = text.substr(at + key.size());
+  std::uint64_t value = 0;
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), value, 10);
+  if (ec != std::errc() || end == rest.data()) return std::nullopt;
+  return value;
+}
+
+// The BDF in text between `open` and the next `close`.
+std::optional<Bdf> bdf_between(std::string_view text, std::string_view open, char close) {
+  const auto at = text.find(open);
+  if (at == std::string_view::npos) return std::nullopt;
+  std::string_view rest = text.substr(at + open.size());
+  const auto end = rest.find(close);
+  if (end == std::string_view::npos) return std::nullopt;
+  auto bdf = parse_bdf(rest.substr(0, end));
+  if (!bdf) return std::nullopt;
+  return *bdf;
+}
+
+std::string_view without_timestamp(std::string_view line) {
+  if (line.starts_with("[")) {
+    const auto close = line.find("] ");
+    if (close != std::string_view::npos) return line.substr(close + 2);
+  }
+  return line;
+}
+
+}  // namespace
+
+std::optional<IommuFault> parse_iommu_fault(std::string_view line) {
+  const std::string_view message = without_timestamp(line);
+  IommuFault fault;
+  fault.message = std::string(message);
+  if (message.find("NO_PASID] Request device [") != std::string_view::npos ||
+      (message.find("PASID 0x") != std::string_view::npos && message.find("Request device [") != std::string_view::npos)) {
+    auto address = hex_after(message, "fault addr ");
+    fault.device = bdf_between(message, "Request device [", ']');
+    if (!address || !fault.device) return std::nullopt;
+    fault.address = *address;
+    return fault;
+  }
+  if (message.find("[IO_PAGE_FAULT ") != std::string_view::npos) {
+    auto address = hex_after(message, " address=");
+    if (!address) return std::nullopt;
+    fault.address = *address;
+    fault.device = bdf_between(message, "device=", ' ');
+    if (!fault.device) {
+      // "<driver> SSSS:BB:DD.F: Event logged [...]": the device is the
+      // word before the first ": ".
+      const auto colon = message.find(": ");
+      const auto space = message.rfind(' ', colon);
+      if (colon == std::string_view::npos || space == std::string_view::npos) return std::nullopt;
+      auto bdf = parse_bdf(message.substr(space + 1, colon - space - 1));
+      if (!bdf) return std::nullopt;
+      fault.device = *bdf;
+    }
+    return fault;
+  }
+  if (message.find(" fault from EP ") != std::string_view::npos) {
+    auto endpoint = decimal_after(message, " fault from EP ");
+    auto address = hex_after(message, " at ");
+    if (!endpoint || !address || *endpoint > 0xffff) return std::nullopt;
+    fault.endpoint = static_cast<std::uint32_t>(*endpoint);
+    fault.address = *address;
+    return fault;
+  }
+  return std::nullopt;
+}
+
+bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, std::uint64_t size) {
+  if (fault.device) {
+    // Intel's message has no segment; it parses as segment 0.
+    if (fault.device->bus != bdf.bus || fault.device->device != bdf.device ||
+        fault.device->function != bdf.function) {
+      return false;
+    }
+    if (fault.device->segment != 0 && fault.device->segment != bdf.segment) return false;
+  } else if (fault.endpoint) {
+    const std::uint32_t rid = (std::uint32_t{bdf.bus} << 8) | (std::uint32_t{bdf.device} << 3) | bdf.function;
+    if (*fault.endpoint != rid) return false;
+  } else {
+    return false;
+  }
+  constexpr std::uint64_t kPageMask = ~std::uint64_t{0xfff};
+  if (size == 0) return false;
+  const std::uint64_t first = iova & kPageMask;
+  const std::uint64_t last = (iova + (size - 1)) & kPageMask;  // callers keep iova + size in range
+  const std::uint64_t page = fault.address & kPageMask;
+  return page >= first && page <= last;
+}
+
+Result<KernelLogReader> KernelLogReader::open() {
+  UniqueFd fd(::open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  if (!fd) return std::unexpected(errno_error("open /dev/kmsg", "reading the kernel log needs CAP_SYSLOG"));
+  if (::lseek(fd.get(), 0, SEEK_END) < 0) return std::unexpected(errno_error("lseek /dev/kmsg SEEK_END"));
+  return KernelLogReader(std::move(fd));
+}
+
+std::vector<std::string> KernelLogReader::read_new() {
+  std::vector<std::string> messages;
+  char record[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd_.get(), record, sizeof record);
+    if (n < 0) {
+      if (errno == EPIPE) continue;  // records were overwritten before we read them: go on with the next
+      if (errno == EINTR) continue;
+      break;  // EAGAIN: nothing more
+    }
+    // "prio,seq,usec,flags[,...];message\n" then continuation lines " KEY=value".
+    std::string_view text(record, static_cast<std::size_t>(n));
+    const auto semicolon = text.find(';');
+    if (semicolon == std::string_view::npos) continue;
+    text.remove_prefix(semicolon + 1);
+    text = text.substr(0, text.find('\n'));
+    messages.emplace_back(text);
+  }
+  return messages;
+}
+
+}  // namespace vfiolab

@@ -1,0 +1,110 @@
+// Parsing the kernel's IOMMU fault messages (Intel VT-d, AMD-Vi,
+// virtio-iommu) and matching them to a device and IOVA range.
+#include "vfiolab/iommu_fault.h"
+
+#include <gtest/gtest.h>
+
+namespace vfiolab {
+namespace {
+
+Bdf bdf(std::string_view text) { return parse_bdf(text).value(); }
+
+TEST(IommuFault, IntelDmaReadWithTimestamp) {
+  auto fault = parse_iommu_fault(
+      "[   12.345678] DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x7f000 [fault reason 0x06] "
+      "PTE Read access is not set");
+  ASSERT_TRUE(fault);
+  EXPECT_EQ(fault->device, bdf("0000:00:04.0"));
+  EXPECT_FALSE(fault->endpoint);
+  EXPECT_EQ(fault->address, 0x7f000u);
+}
+
+TEST(IommuFault, IntelDmaWriteWithPasid) {
+  auto fault = parse_iommu_fault(
+      "DMAR: [DMA Write PASID 0x1] Request device [01:1f.7] fault addr 0xfffff000 [fault reason 0x05] PTE Write "
+      "access is not set");
+  ASSERT_TRUE(fault);
+  EXPECT_EQ(fault->device, bdf("01:1f.7"));
+  EXPECT_EQ(fault->address, 0xfffff000u);
+}
+
+TEST(IommuFault, IntelInterruptRemappingFaultIsNotADmaFault) {
+  EXPECT_FALSE(parse_iommu_fault(
+      "DMAR: [INTR-REMAP] Request device [00:04.0] fault index 0x2 [fault reason 0x25] Blocked a compatibility "
+      "format interrupt request"));
+}
+
+TEST(IommuFault, AmdWithDevicePrefix) {
+  auto fault = parse_iommu_fault(
+      "vfio-pci 0000:00:05.0: Event logged [IO_PAGE_FAULT domain=0x0003 address=0x200000 flags=0x0020]");
+  ASSERT_TRUE(fault);
+  EXPECT_EQ(fault->device, bdf("0000:00:05.0"));
+  EXPECT_EQ(fault->address, 0x200000u);
+}
+
+TEST(IommuFault, AmdWithoutDevice) {
+  auto fault = parse_iommu_fault(
+      "AMD-Vi: Event logged [IO_PAGE_FAULT device=0001:02:00.1 domain=0x0000 address=0xdeadb000 flags=0x0000]");
+  ASSERT_TRUE(fault);
+  EXPECT_EQ(fault->device, bdf("0001:02:00.1"));
+  EXPECT_EQ(fault->address, 0xdeadb000u);
+}
+
+TEST(IommuFault, VirtioEndpoint) {
+  auto fault = parse_iommu_fault("virtio_iommu virtio0: page fault from EP 32 at 0x41000 [W]");
+  ASSERT_TRUE(fault);
+  EXPECT_FALSE(fault->device);
+  EXPECT_EQ(fault->endpoint, 32u);
+  EXPECT_EQ(fault->address, 0x41000u);
+  EXPECT_TRUE(fault_matches(*fault, bdf("0000:00:04.0"), 0x41000, 0x1000));  // RID 0x20 = 00:04.0
+  EXPECT_FALSE(fault_matches(*fault, bdf("0000:00:05.0"), 0x41000, 0x1000));
+}
+
+TEST(IommuFault, VirtioFaultWithoutAddressIsNotUsable) {
+  EXPECT_FALSE(parse_iommu_fault("virtio_iommu virtio0: domain fault from EP 40"));
+}
+
+TEST(IommuFault, UnrelatedAndMalformedLines) {
+  for (std::string_view line : {
+           "", "DMAR: IOMMU enabled", "[    0.1] pci 0000:00:04.0: [1234:11e8] type 00 class 0x00ff00",
+           "DMAR: [DMA Read NO_PASID] Request device [zz:04.0] fault addr 0x1000",
+           "DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr xyz",
+           "vfio-pci 0000:00:05.0: Event logged [IO_PAGE_FAULT domain=0x0003 flags=0x0020]",
+           "Event logged [IO_PAGE_FAULT domain=0x0003 address=0x1000 flags=0x0020]",
+           "virtio_iommu virtio0: page fault from EP 99999 at 0x1000 [R]",
+       }) {
+    EXPECT_FALSE(parse_iommu_fault(line)) << line;
+  }
+}
+
+TEST(IommuFault, MatchesByDeviceAndPage) {
+  auto fault = parse_iommu_fault("DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x13000 [fault reason 0x06] x");
+  ASSERT_TRUE(fault);
+  const Bdf edu = bdf("0000:00:04.0");
+  EXPECT_TRUE(fault_matches(*fault, edu, 0x10000, 0x10000));
+  EXPECT_TRUE(fault_matches(*fault, edu, 0x13abc, 1));  // the page of an unaligned IOVA
+  EXPECT_TRUE(fault_matches(*fault, edu, 0x12fff, 2));  // a range reaching into the page
+  EXPECT_FALSE(fault_matches(*fault, edu, 0x14000, 0x1000));
+  EXPECT_FALSE(fault_matches(*fault, edu, 0x10000, 0x3000));
+  EXPECT_FALSE(fault_matches(*fault, edu, 0x13000, 0));
+  EXPECT_FALSE(fault_matches(*fault, bdf("0000:00:04.1"), 0x10000, 0x10000));
+  EXPECT_FALSE(fault_matches(*fault, bdf("0000:01:04.0"), 0x10000, 0x10000));
+  // Intel logs no segment: any segment's 00:04.0 matches.
+  EXPECT_TRUE(fault_matches(*fault, bdf("0002:00:04.0"), 0x10000, 0x10000));
+}
+
+TEST(IommuFault, AmdMatchChecksTheSegment) {
+  auto fault = parse_iommu_fault("AMD-Vi: Event logged [IO_PAGE_FAULT device=0001:00:04.0 domain=0x0 address=0x5000 flags=0x0]");
+  ASSERT_TRUE(fault);
+  EXPECT_TRUE(fault_matches(*fault, bdf("0001:00:04.0"), 0x5000, 0x1000));
+  EXPECT_FALSE(fault_matches(*fault, bdf("0002:00:04.0"), 0x5000, 0x1000));
+}
+
+TEST(IommuFault, RangeAtTheTopOfTheIovaSpace) {
+  auto fault = parse_iommu_fault("AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:00:04.0 domain=0x0 address=0xfffffffffffff000 flags=0x0]");
+  ASSERT_TRUE(fault);
+  EXPECT_TRUE(fault_matches(*fault, bdf("0000:00:04.0"), 0xffffffffffffe000, 0x2000));
+}
+
+}  // namespace
+}  // namespace vfiolab
