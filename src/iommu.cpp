@@ -108,6 +108,7 @@ Result<int> Iommu::attach_group(int group) {
   if (uses_cdev()) {
     return std::unexpected(make_error(EINVAL, "Iommu::attach_group", "native iommufd mode uses device cdevs"));
   }
+  std::lock_guard lock(mutex_);  // devices may be opened from several threads
   if (auto found = groups_.find(group); found != groups_.end()) return found->second.get();
 
   std::string path = fmt::format("/dev/vfio/{}", group);
@@ -263,17 +264,20 @@ Result<std::vector<IovaRange>> Iommu::try_iova_ranges() const {
 
 void Iommu::map(const DmaRegion& region, std::uint32_t access) {
   check(try_map(region, access));
-  regions_[reinterpret_cast<std::uintptr_t>(region.vaddr)] = region;
+  std::lock_guard lock(mutex_);
+  regions_.insert(region);
 }
 
 std::uint64_t Iommu::unmap(const DmaRegion& region) {
   std::uint64_t unmapped = check(try_unmap(region.iova, region.size));
-  regions_.erase(reinterpret_cast<std::uintptr_t>(region.vaddr));
+  std::lock_guard lock(mutex_);
+  regions_.erase(region.vaddr);
   return unmapped;
 }
 
 std::uint64_t Iommu::unmap_all() {
   std::uint64_t unmapped = check(try_unmap_all());
+  std::lock_guard lock(mutex_);
   regions_.clear();
   return unmapped;
 }
@@ -292,13 +296,10 @@ IovaAllocator Iommu::iova_allocator(std::uint64_t limit) const {
 }
 
 Result<std::uint64_t> Iommu::to_iova(const void* vaddr) const {
-  auto address = reinterpret_cast<std::uintptr_t>(vaddr);
-  auto after = regions_.upper_bound(address);
-  if (after != regions_.begin()) {
-    const DmaRegion& region = std::prev(after)->second;
-    if (address - std::prev(after)->first < region.size) return region.iova + (address - std::prev(after)->first);
-  }
-  return std::unexpected(make_error(ENOENT, "Iommu::to_iova", fmt::format("{} is in no mapped region", vaddr)));
+  std::lock_guard lock(mutex_);
+  auto iova = regions_.to_iova(vaddr);
+  if (!iova) iova.error().operation = "Iommu::to_iova";
+  return iova;
 }
 
 }  // namespace vfiolab

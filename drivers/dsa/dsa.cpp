@@ -5,6 +5,8 @@
 // the device's error and halt interrupts; vector 1 is the completion vector.
 #include "dsa/dsa.h"
 
+#include "vfiolab/mmio.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -40,16 +42,16 @@ bool probe(const PciDevice& device) { return dsa_matches(device.vendor_id(), dev
 std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<DsaDriver>(device); }
 
 std::uint32_t DsaDriver::read32(std::size_t offset) const {
-  return *reinterpret_cast<volatile const std::uint32_t*>(mmio_ + offset);
+  return Mmio(mmio_).read32(offset);
 }
 std::uint64_t DsaDriver::read64(std::size_t offset) const {
-  return *reinterpret_cast<volatile const std::uint64_t*>(mmio_ + offset);
+  return Mmio(mmio_).read64(offset);
 }
 void DsaDriver::write32(std::size_t offset, std::uint32_t value) const {
-  *reinterpret_cast<volatile std::uint32_t*>(mmio_ + offset) = value;
+  Mmio(mmio_).write32(offset, value);
 }
 void DsaDriver::write64(std::size_t offset, std::uint64_t value) const {
-  *reinterpret_cast<volatile std::uint64_t*>(mmio_ + offset) = value;
+  Mmio(mmio_).write64(offset, value);
 }
 
 Result<CommandStatus> DsaDriver::run_command(Command command, std::uint32_t operand, std::string_view what) {

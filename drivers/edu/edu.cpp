@@ -6,6 +6,8 @@
 // returned and a faulting write is dropped.
 #include "edu/edu.h"
 
+#include "vfiolab/mmio.h"
+
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -115,13 +117,12 @@ class EduDriver final : public Driver {
   }
   bool dma_busy() const { return read64(kRegDmaCmd) & kDmaRun; }
 
-  volatile std::byte* reg(std::size_t offset) const { return bar0_ + offset; }
-  std::uint32_t read32(std::size_t offset) const { return *reinterpret_cast<volatile std::uint32_t*>(reg(offset)); }
-  std::uint64_t read64(std::size_t offset) const { return *reinterpret_cast<volatile std::uint64_t*>(reg(offset)); }
-  void write32(std::size_t offset, std::uint32_t value) { *reinterpret_cast<volatile std::uint32_t*>(reg(offset)) = value; }
-  void write64(std::size_t offset, std::uint64_t value) { *reinterpret_cast<volatile std::uint64_t*>(reg(offset)) = value; }
+  std::uint32_t read32(std::size_t offset) const { return bar0_.read32(offset); }
+  std::uint64_t read64(std::size_t offset) const { return bar0_.read64(offset); }
+  void write32(std::size_t offset, std::uint32_t value) { bar0_.write32(offset, value); }
+  void write64(std::size_t offset, std::uint64_t value) { bar0_.write64(offset, value); }
 
-  volatile std::byte* bar0_ = static_cast<volatile std::byte*>(device().bar(0).address());
+  Mmio bar0_{device().bar(0).address()};
   CopyChunk copy_;
   std::uint64_t steps_left_ = 0;
 };

@@ -5,6 +5,7 @@
 
 #include "ioat/registers.h"
 #include "vfiolab/driver.h"
+#include "vfiolab/mmio.h"
 
 #include <chrono>
 #include <cstdint>
@@ -49,11 +50,11 @@ class IoatDriver final : public Driver {
  private:
   template <typename T>
   T read(std::uint32_t offset) const {
-    return *reinterpret_cast<const volatile T*>(mmio_ + offset);
+    return Mmio(mmio_).read<T>(offset);
   }
   template <typename T>
   void write(std::uint32_t offset, T value) const {
-    *reinterpret_cast<volatile T*>(mmio_ + offset) = value;
+    Mmio(mmio_).write<T>(offset, value);
   }
   // Channel 0's registers.
   template <typename T>

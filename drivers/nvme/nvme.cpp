@@ -6,6 +6,7 @@
 
 #include "nvme/prp.h"
 #include "nvme/spec.h"
+#include "vfiolab/mmio.h"
 
 #include <fmt/format.h>
 
@@ -123,7 +124,7 @@ class NvmeDriver final : public Driver {
     if (auto r = disable_controller(); !r) return r;
 
     auto doorbell = [&](std::uint32_t index) {
-      return reinterpret_cast<volatile std::uint32_t*>(bar0_ + kDoorbells + index * cap_.doorbell_stride());
+      return reinterpret_cast<volatile std::uint32_t*>(bar0_.at(kDoorbells + index * cap_.doorbell_stride()));
     };
     admin_ = QueuePair(0, region_at<Command>(kAdminSqOffset), region_at<Completion>(kAdminCqOffset), doorbell(0),
                        doorbell(1));
@@ -327,20 +328,19 @@ class NvmeDriver final : public Driver {
     }
   }
 
-  volatile std::byte* reg(std::size_t offset) const { return bar0_ + offset; }
-  std::uint32_t read32(std::size_t offset) const { return *reinterpret_cast<volatile std::uint32_t*>(reg(offset)); }
+  std::uint32_t read32(std::size_t offset) const { return bar0_.read32(offset); }
   std::uint64_t read64(std::size_t offset) const {
     // Two dword reads, low first: not every controller takes a 64-bit access.
     const std::uint64_t low = read32(offset);
     return low | (std::uint64_t{read32(offset + 4)} << 32);
   }
-  void write32(std::size_t offset, std::uint32_t value) { *reinterpret_cast<volatile std::uint32_t*>(reg(offset)) = value; }
+  void write32(std::size_t offset, std::uint32_t value) { bar0_.write32(offset, value); }
   void write64(std::size_t offset, std::uint64_t value) {
     write32(offset, static_cast<std::uint32_t>(value));
     write32(offset + 4, static_cast<std::uint32_t>(value >> 32));
   }
 
-  volatile std::byte* bar0_ = static_cast<volatile std::byte*>(device().bar(0).address());
+  Mmio bar0_{device().bar(0).address()};
   Capabilities cap_{0};
   QueuePair admin_;
   QueuePair io_;

@@ -5,10 +5,12 @@
 
 #include "vfiolab/error.h"
 #include "vfiolab/iova_allocator.h"
+#include "vfiolab/region_table.h"
 #include "vfiolab/unique_fd.h"
 
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <span>
@@ -38,12 +40,6 @@ const IommuModeInfo& iommu_mode_info(IommuMode mode);
 // The error names the unknown mode and lists the known ones.
 Result<IommuMode> iommu_mode_from_name(std::string_view name);
 
-// A mapping of host memory at an IOVA.
-struct DmaRegion {
-  void* vaddr = nullptr;
-  std::uint64_t iova = 0;
-  std::uint64_t size = 0;
-};
 
 enum DmaAccess : std::uint32_t { dma_read = 1u << 0, dma_write = 1u << 1, dma_read_write = dma_read | dma_write };
 
@@ -82,8 +78,9 @@ class Iommu {
   // address.
   IovaAllocator iova_allocator(std::uint64_t limit = UINT64_MAX) const;
 
-  // Regions mapped through map(), by host address.
-  const std::map<std::uintptr_t, DmaRegion>& regions() const { return regions_; }
+  // Regions mapped through map(), by host address (not to be read while
+  // another thread maps).
+  const RegionTable& regions() const { return regions_; }
   // The IOVA of a host address inside a mapped region.
   Result<std::uint64_t> to_iova(const void* vaddr) const;
 
@@ -102,7 +99,10 @@ class Iommu {
   // Declared after container_, so the groups close before the container
   // they are attached to; closing the container or iommufd unmaps the rest.
   std::map<int, UniqueFd> groups_;
-  std::map<std::uintptr_t, DmaRegion> regions_;
+  RegionTable regions_;
+  // Guards groups_ and regions_: devices may be opened, and buffers mapped,
+  // from several threads at once.
+  mutable std::mutex mutex_;
 };
 
 }  // namespace vfiolab

@@ -1,0 +1,90 @@
+// What the performance programs share: their few options, KTAP framing, and
+// the report printed as a table and written as JSON.
+#pragma once
+
+#include "vfiolab/iommu.h"
+#include "vfiolab/ktap.h"
+#include "vfiolab/perf.h"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace vfiolab::perf_main {
+
+inline constexpr int kExitPass = 0, kExitFail = 1, kExitSkip = 4;
+
+struct CommonOptions {
+  std::vector<IommuMode> modes;  // all five when none given
+  std::vector<std::string> bdfs;  // or $VFIO_SELFTESTS_BDF
+  std::string json;
+  int iterations = 0;  // 0: the program's default
+};
+
+// Parses -m MODE, -n ITERATIONS, --json FILE and BDFs; `extra` gets any
+// other argument (and may consume the next one through `next`); it returns
+// false for an unknown argument. Returns an exit code when the program
+// should stop (usage, bad arguments), or -1 to go on.
+inline int parse(int argc, char** argv, CommonOptions& o, const std::string& usage_tail,
+                 const std::function<bool(std::string_view, const std::function<const char*()>&)>& extra = {}) {
+  auto usage = [&](const std::string& problem) {
+    if (!problem.empty()) fmt::print(stderr, "{}: {}\n", argv[0], problem);
+    fmt::print(stderr, "usage: {} [-m MODE]... [-n ITERATIONS] [--json FILE] {}BDF...\n"
+                       "  BDFs default to $VFIO_SELFTESTS_BDF; the JSON goes to $VFIOLAB_OUT_DIR or .\n",
+               argv[0], usage_tail);
+    return problem.empty() ? kExitSkip : kExitFail;
+  };
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (arg == "-m") {
+      const char* v = next();
+      auto mode = iommu_mode_from_name(v ? v : "");
+      if (!mode) return usage(mode.error().message());
+      o.modes.push_back(*mode);
+    } else if (arg == "-n") {
+      const char* v = next();
+      o.iterations = v ? std::atoi(v) : 0;
+      if (o.iterations <= 0) return usage("-n needs a positive count");
+    } else if (arg == "--json") {
+      const char* v = next();
+      if (!v) return usage("--json needs a file");
+      o.json = v;
+    } else if (arg == "-h" || arg == "--help") {
+      return usage("");
+    } else if (!arg.starts_with("-")) {
+      o.bdfs.emplace_back(arg);
+    } else if (!extra || !extra(arg, next)) {
+      return usage(fmt::format("unknown argument '{}'", arg));
+    }
+  }
+  if (o.bdfs.empty() && std::getenv("VFIO_SELFTESTS_BDF")) o.bdfs.emplace_back(std::getenv("VFIO_SELFTESTS_BDF"));
+  if (o.bdfs.empty()) return usage("");
+  if (o.modes.empty()) {
+    for (const auto& info : all_iommu_modes()) o.modes.push_back(info.mode);
+  }
+  return -1;
+}
+
+// The table as KTAP diagnostics, and the JSON file. False when the JSON
+// could not be written.
+inline bool finish(const perf::Report& report, const std::string& json, ktap::Writer& out) {
+  std::istringstream table(perf::format_table(report.records));
+  for (std::string line; std::getline(table, line);) out.diagnostic(line);
+  std::string error;
+  const std::string written = perf::write_report(report, json, error);
+  out.diagnostic(written.empty() ? error : "JSON: " + written);
+  return !written.empty();
+}
+
+inline std::string join(const std::vector<std::string>& items) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : ",") + item;
+  return text;
+}
+
+}  // namespace vfiolab::perf_main
