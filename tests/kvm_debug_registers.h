@@ -17,6 +17,7 @@ struct Observations {
   std::uint64_t debug_exceptions_single_step = 0;
   std::uint64_t dr6_icebp = 0;
   std::uint64_t debug_exceptions_icebp = 0;
+  std::uint64_t invalid_opcodes_icebp = 0;  // #UD instead: a CPU that does not implement ICEBP
   std::uint64_t dr6_breakpoint = 0;
   std::uint64_t debug_exceptions_breakpoint = 0;
   std::uint64_t breakpoint_rip = 0;      // where the breakpoint #DB stopped
@@ -31,6 +32,8 @@ void guest_single_step(Observations* observations);
 void guest_icebp(Observations* observations);
 void guest_breakpoint(Observations* observations);
 void debug_exception_handler(kvm::InterruptFrame& frame);
+// Counts a #UD and steps over the one-byte instruction that raised it.
+void invalid_opcode_handler(kvm::InterruptFrame& frame);
 // Sends an INIT IPI through the x2APIC to the APIC ID in `*target`.
 void guest_send_init(std::uint32_t* target);
 

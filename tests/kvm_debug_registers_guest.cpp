@@ -15,6 +15,7 @@ using namespace kvm;
 volatile std::uint64_t last_dr6;
 volatile std::uint64_t last_rip;
 volatile std::uint64_t debug_exceptions;
+volatile std::uint64_t invalid_opcodes;
 
 // An instruction breakpoint's target: a function of its own, never inlined,
 // so DR0 can name its first instruction.
@@ -30,6 +31,11 @@ void debug_exception_handler(InterruptFrame& frame) {
   guest::write_dr7(x86::kDr7Reset);  // the breakpoint fired once: that is enough
   frame.rflags &= ~x86::kRflagsTf;   // end single-stepping
   frame.rflags |= x86::kRflagsRf;    // an instruction breakpoint is a fault: let the instruction run
+}
+
+void invalid_opcode_handler(InterruptFrame& frame) {
+  invalid_opcodes = invalid_opcodes + 1;
+  frame.rip += 1;
 }
 
 void guest_read_at_start(Observations* observations) {
@@ -51,9 +57,11 @@ void guest_single_step(Observations* observations) {
 // single step.
 void guest_icebp(Observations* observations) {
   debug_exceptions = 0;
+  invalid_opcodes = 0;
   asm volatile(".byte 0xf1" ::: "memory");
   observations->dr6_icebp = last_dr6;
   observations->debug_exceptions_icebp = debug_exceptions;
+  observations->invalid_opcodes_icebp = invalid_opcodes;
   observations->dr6_at_end = guest::read_dr6();
   observations->dr7_at_end = guest::read_dr7();
 }

@@ -53,6 +53,7 @@ inline constexpr std::uint64_t kDr7L0 = 1ull << 0;    // local enable of breakpo
 inline constexpr std::uint8_t kVectorDebug = 1;
 inline constexpr std::uint8_t kVectorNmi = 2;
 inline constexpr std::uint8_t kVectorBreakpoint = 3;
+inline constexpr std::uint8_t kVectorInvalidOpcode = 6;
 inline constexpr std::uint8_t kVectorPageFault = 14;
 inline constexpr std::uint8_t kVectorApicSpurious = 0xff;
 
