@@ -361,7 +361,10 @@ Result<void> Vm::configure_vcpu(Vcpu& vcpu) {
   tr.type = 0xb;  // busy 64-bit TSS
   tr.present = 1;
   sregs->tr = tr;
-  return vcpu.set_sregs(*sregs);
+  if (auto r = vcpu.set_sregs(*sregs); !r) return r;
+  // With the in-kernel APIC, KVM holds every vCPU but the first until an
+  // INIT-SIPI; these vCPUs are set up already, so all of them run.
+  return vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE);
 }
 
 Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message) {
@@ -546,6 +549,13 @@ Result<std::uint32_t> Vcpu::mp_state() const {
   return state.mp_state;
 }
 
+Result<void> Vcpu::set_mp_state(std::uint32_t state) {
+  kvm_mp_state mp{};
+  mp.mp_state = state;
+  if (::ioctl(fd(), KVM_SET_MP_STATE, &mp) != 0) return std::unexpected(vcpu_error("KVM_SET_MP_STATE"));
+  return {};
+}
+
 Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {
   std::vector<std::uint64_t> buffer((sizeof(kvm_msrs) + sizeof(kvm_msr_entry)) / 8 + 1);
   auto* msrs = reinterpret_cast<kvm_msrs*>(buffer.data());
@@ -553,6 +563,19 @@ Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {
   msrs->entries[0].index = index;
   if (::ioctl(fd(), KVM_GET_MSRS, msrs) != 1) return std::unexpected(vcpu_error(fmt::format("KVM_GET_MSRS {:#x}", index)));
   return msrs->entries[0].data;
+}
+
+Result<void> Vcpu::set_tsc_offset(std::int64_t offset) {
+  if (auto r = vm_.kvm().require(KVM_CAP_VCPU_ATTRIBUTES, "KVM_CAP_VCPU_ATTRIBUTES"); !r) return r;
+  kvm_device_attr attr{};
+  attr.group = KVM_VCPU_TSC_CTRL;
+  attr.attr = KVM_VCPU_TSC_OFFSET;
+  attr.addr = reinterpret_cast<std::uint64_t>(&offset);
+  if (::ioctl(fd(), KVM_HAS_DEVICE_ATTR, &attr) != 0) {
+    return std::unexpected(unsupported_error(errno, "KVM_HAS_DEVICE_ATTR", "this KVM has no KVM_VCPU_TSC_OFFSET"));
+  }
+  if (::ioctl(fd(), KVM_SET_DEVICE_ATTR, &attr) != 0) return std::unexpected(vcpu_error("KVM_SET_DEVICE_ATTR KVM_VCPU_TSC_OFFSET"));
+  return {};
 }
 
 }  // namespace vfiolab::kvm

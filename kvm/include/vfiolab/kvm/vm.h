@@ -123,7 +123,12 @@ class Vcpu {
   Result<void> set_debugregs(const kvm_debugregs& debugregs);
   // KVM_GET_MP_STATE (which also makes the vCPU take a pending INIT or SIPI).
   Result<std::uint32_t> mp_state() const;
+  Result<void> set_mp_state(std::uint32_t state);
   Result<std::uint64_t> msr(std::uint32_t index) const;
+  // The guest's TSC reads host TSC + offset (KVM_VCPU_TSC_OFFSET; offset 0
+  // puts guest and host on one clock). unsupported without
+  // KVM_CAP_VCPU_ATTRIBUTES or the attribute.
+  Result<void> set_tsc_offset(std::int64_t offset);
 
  private:
   Error vcpu_error(std::string operation) const;
