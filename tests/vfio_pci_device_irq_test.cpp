@@ -24,6 +24,7 @@
 #include <x86intrin.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -145,7 +146,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
   void set_up_driver() {
     VFIOLAB_ASSIGN_OR_SKIP(driver, probe_driver(*device_));
     driver_ = std::move(driver);
-    VFIOLAB_ASSIGN_OR_SKIP(memory, DmaBuffer::allocate(Backing::anonymous, std::max<std::uint64_t>(driver_->region_size(), 4096)));
+    VFIOLAB_ASSIGN_OR_SKIP(memory, DmaBuffer::allocate(Backing::anonymous, std::bit_ceil(std::max<std::uint64_t>(driver_->region_size(), 4096))));
     ring_memory_ = std::move(memory);
     auto iovas = iommu_->iova_allocator(driver_->iova_limit());
     auto iova = iovas.allocate(ring_memory_->size());
