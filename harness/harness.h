@@ -14,6 +14,9 @@
 // - Each test runs in its own process with a timeout (-T SECONDS, default 60,
 //   or a per-test override), so a crash or hang fails that test alone.
 // - KTAP v1 on stdout, a reason on every SKIP; exit 0 pass, 1 fail, 4 skip.
+// - A program may add options of its own (ProgramOption) and may declare
+//   that it needs no device (VFIOLAB_NO_DEVICE_NEEDED), so it runs without
+//   a BDF.
 #pragma once
 
 #include "vfiolab/iommu.h"
@@ -37,7 +40,41 @@ struct TimeoutOverride {
   TimeoutOverride(const char* prefix, std::chrono::seconds timeout);
 };
 
+// An option of one program, parsed by the harness's main beside its own:
+// a switch ("-d"), or an option taking a number ("-n COUNT", checked by
+// main) or a text. Define one at namespace scope; tests read it (each
+// test's process inherits what main parsed).
+class ProgramOption {
+ public:
+  enum class Kind { flag, number, text };
+  ProgramOption(const char* flag, Kind kind, const char* value_name, const char* help);
+  const std::string& flag() const { return flag_; }
+  Kind kind() const { return kind_; }
+  bool takes_value() const { return kind_ != Kind::flag; }
+  bool given() const { return given_; }
+  // The last value given, or `fallback`.
+  std::string value_or(const std::string& fallback) const { return given_ ? value_ : fallback; }
+  // The value of a Kind::number option (main refuses values that are not one).
+  unsigned long number_or(unsigned long fallback) const;
+  std::string usage() const;
+  void set(std::string value);
+
+ private:
+  std::string flag_;
+  Kind kind_;
+  std::string value_name_, help_, value_;
+  bool given_ = false;
+};
+
+struct NoDeviceNeeded {
+  NoDeviceNeeded();
+};
+bool device_needed();
+
 }  // namespace vfiolab::harness
+
+// At namespace scope in a test file of a program that needs no device.
+#define VFIOLAB_NO_DEVICE_NEEDED() static const ::vfiolab::harness::NoDeviceNeeded vfiolab_no_device_needed_{}
 
 // At namespace scope in a test file.
 #define VFIOLAB_TEST_TIMEOUT(variable, name_prefix, timeout_seconds) \

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -38,6 +39,16 @@ std::vector<std::string>& bdfs() {
 std::vector<std::pair<std::string, std::chrono::seconds>>& timeout_overrides() {
   static std::vector<std::pair<std::string, std::chrono::seconds>> list;
   return list;
+}
+
+std::vector<ProgramOption*>& program_options() {
+  static std::vector<ProgramOption*> list;
+  return list;
+}
+
+bool& no_device_needed() {
+  static bool value = false;
+  return value;
 }
 
 IommuMode& chosen_mode() {
@@ -201,8 +212,9 @@ void usage(const char* program) {
   fmt::print(stderr,
              "usage: {} [-l] [-f FIXTURE] [-v VARIANT] [-t TEST] [-r FIXTURE.VARIANT.TEST] [-m IOMMU_MODE] "
              "[-T SECONDS] [--gtest_...] [BDF...]\n"
-             "  devices: trailing BDFs, or VFIO_SELFTESTS_BDF; the first is the device under test\n",
-             program);
+             "  devices: trailing BDFs, or VFIO_SELFTESTS_BDF; the first is the device under test{}\n",
+             program, no_device_needed() ? " (this program needs none)" : "");
+  for (const auto* option : program_options()) fmt::print(stderr, "{}\n", option->usage());
 }
 
 }  // namespace
@@ -215,6 +227,27 @@ const std::string& device_bdf() {
 }
 
 IommuMode iommu_mode() { return chosen_mode(); }
+
+ProgramOption::ProgramOption(const char* flag, Kind kind, const char* value_name, const char* help)
+    : flag_(flag), kind_(kind), value_name_(value_name ? value_name : ""), help_(help) {
+  program_options().push_back(this);
+}
+
+unsigned long ProgramOption::number_or(unsigned long fallback) const {
+  return given_ ? std::stoul(value_) : fallback;
+}
+
+std::string ProgramOption::usage() const {
+  return fmt::format("  {}{}{}: {}", flag_, takes_value() ? " " : "", value_name_, help_);
+}
+
+void ProgramOption::set(std::string value) {
+  given_ = true;
+  value_ = std::move(value);
+}
+
+NoDeviceNeeded::NoDeviceNeeded() { no_device_needed() = true; }
+bool device_needed() { return !no_device_needed(); }
 
 TimeoutOverride::TimeoutOverride(const char* prefix, std::chrono::seconds timeout) {
   timeout_overrides().emplace_back(prefix, timeout);
@@ -267,6 +300,24 @@ int main(int argc, char** argv) {
     } else if (arg == "-h" || arg == "--help") {
       usage(argv[0]);
       return kExitPass;
+    } else if (auto own = std::find_if(program_options().begin(), program_options().end(),
+                                       [&](const ProgramOption* option) { return option->flag() == arg; });
+               own != program_options().end()) {
+      ProgramOption& option = **own;
+      if (!option.takes_value()) {
+        option.set("1");
+        continue;
+      }
+      std::string text = value();
+      if (option.kind() == ProgramOption::Kind::number) {
+        try {
+          (void)std::stoul(text);
+        } catch (const std::exception&) {
+          fmt::print(stderr, "{}: {} wants a number, not '{}'\n", argv[0], arg, text);
+          return kExitFail;
+        }
+      }
+      option.set(text);
     } else if (arg.starts_with("-")) {
       fmt::print(stderr, "{}: unknown option '{}'\n", argv[0], arg);
       usage(argv[0]);
@@ -315,7 +366,7 @@ int main(int argc, char** argv) {
 
   ktap::Writer out;
   out.header();
-  if (bdfs().empty()) {
+  if (bdfs().empty() && device_needed()) {
     out.plan(0);
     out.diagnostic("no device: pass a BDF as the last argument or set VFIO_SELFTESTS_BDF");
     usage(argv[0]);

@@ -1,0 +1,49 @@
+// Guest code of vfio_pci_device_irq_test: each vCPU turns its local APIC on,
+// then waits for interrupts (HLT or a PAUSE loop) until the host says stop;
+// the handlers stamp the TSC and count arrivals per vCPU.
+#include "vfio_pci_device_irq.h"
+
+#include "vfiolab/kvm/guest.h"
+
+namespace vfiolab::device_irq {
+namespace {
+
+using namespace kvm;
+
+GuestState* guest_state;  // the same for every vCPU
+
+Arrivals& my_arrivals() { return guest_state->arrivals[guest::apic_id() % kMaxVcpus]; }
+
+}  // namespace
+
+void guest_main(GuestState* state) {
+  guest_state = state;
+  guest::apic_enable(state->x2apic);
+  __atomic_fetch_add(&state->ready, 1, __ATOMIC_SEQ_CST);
+  if (state->halt) {
+    while (!state->stop) guest::enable_interrupts_and_halt();
+  } else {
+    guest::enable_interrupts();
+    while (!state->stop) guest::pause();
+  }
+  guest::disable_interrupts();
+}
+
+void device_interrupt_handler(InterruptFrame&) {
+  const std::uint64_t now = guest::rdtsc();
+  Arrivals& arrivals = my_arrivals();
+  arrivals.last_tsc = now;
+  arrivals.fixed = arrivals.fixed + 1;
+  guest::apic_eoi();
+}
+
+void nmi_handler(InterruptFrame&) {  // NMIs need no EOI
+  const std::uint64_t now = guest::rdtsc();
+  Arrivals& arrivals = my_arrivals();
+  arrivals.last_tsc = now;
+  arrivals.nmi = arrivals.nmi + 1;
+}
+
+void wake_handler(InterruptFrame&) { guest::apic_eoi(); }
+
+}  // namespace vfiolab::device_irq
