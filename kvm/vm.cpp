@@ -508,52 +508,44 @@ Result<void> Vcpu::run_until_done() {
   }
 }
 
-Result<kvm_regs> Vcpu::regs() const {
-  kvm_regs regs{};
-  if (::ioctl(fd(), KVM_GET_REGS, &regs) != 0) return std::unexpected(vcpu_error("KVM_GET_REGS"));
-  return regs;
+template <typename T>
+Result<T> Vcpu::get(unsigned long request, const char* name) const {
+  T value{};
+  if (::ioctl(fd(), request, &value) != 0) return std::unexpected(vcpu_error(name));
+  return value;
 }
 
-Result<void> Vcpu::set_regs(const kvm_regs& regs) {
-  if (::ioctl(fd(), KVM_SET_REGS, &regs) != 0) return std::unexpected(vcpu_error("KVM_SET_REGS"));
+template <typename T>
+Result<void> Vcpu::set(unsigned long request, const char* name, const T& value) {
+  if (::ioctl(fd(), request, &value) != 0) return std::unexpected(vcpu_error(name));
   return {};
 }
 
-Result<kvm_sregs> Vcpu::sregs() const {
-  kvm_sregs sregs{};
-  if (::ioctl(fd(), KVM_GET_SREGS, &sregs) != 0) return std::unexpected(vcpu_error("KVM_GET_SREGS"));
-  return sregs;
-}
-
-Result<void> Vcpu::set_sregs(const kvm_sregs& sregs) {
-  if (::ioctl(fd(), KVM_SET_SREGS, &sregs) != 0) return std::unexpected(vcpu_error("KVM_SET_SREGS"));
-  return {};
-}
+Result<kvm_regs> Vcpu::regs() const { return get<kvm_regs>(KVM_GET_REGS, "KVM_GET_REGS"); }
+Result<void> Vcpu::set_regs(const kvm_regs& regs) { return set(KVM_SET_REGS, "KVM_SET_REGS", regs); }
+Result<kvm_sregs> Vcpu::sregs() const { return get<kvm_sregs>(KVM_GET_SREGS, "KVM_GET_SREGS"); }
+Result<void> Vcpu::set_sregs(const kvm_sregs& sregs) { return set(KVM_SET_SREGS, "KVM_SET_SREGS", sregs); }
 
 Result<kvm_debugregs> Vcpu::debugregs() const {
   if (auto r = vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"); !r) return std::unexpected(r.error());
-  kvm_debugregs debugregs{};
-  if (::ioctl(fd(), KVM_GET_DEBUGREGS, &debugregs) != 0) return std::unexpected(vcpu_error("KVM_GET_DEBUGREGS"));
-  return debugregs;
+  return get<kvm_debugregs>(KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS");
 }
 
 Result<void> Vcpu::set_debugregs(const kvm_debugregs& debugregs) {
   if (auto r = vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"); !r) return r;
-  if (::ioctl(fd(), KVM_SET_DEBUGREGS, &debugregs) != 0) return std::unexpected(vcpu_error("KVM_SET_DEBUGREGS"));
-  return {};
+  return set(KVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS", debugregs);
 }
 
 Result<std::uint32_t> Vcpu::mp_state() const {
-  kvm_mp_state state{};
-  if (::ioctl(fd(), KVM_GET_MP_STATE, &state) != 0) return std::unexpected(vcpu_error("KVM_GET_MP_STATE"));
-  return state.mp_state;
+  auto state = get<kvm_mp_state>(KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
+  if (!state) return std::unexpected(state.error());
+  return state->mp_state;
 }
 
 Result<void> Vcpu::set_mp_state(std::uint32_t state) {
   kvm_mp_state mp{};
   mp.mp_state = state;
-  if (::ioctl(fd(), KVM_SET_MP_STATE, &mp) != 0) return std::unexpected(vcpu_error("KVM_SET_MP_STATE"));
-  return {};
+  return set(KVM_SET_MP_STATE, "KVM_SET_MP_STATE", mp);
 }
 
 Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {

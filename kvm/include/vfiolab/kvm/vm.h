@@ -132,6 +132,11 @@ class Vcpu {
 
  private:
   Error vcpu_error(std::string operation) const;
+  // A KVM_GET_* / KVM_SET_* of one struct.
+  template <typename T>
+  Result<T> get(unsigned long request, const char* name) const;
+  template <typename T>
+  Result<void> set(unsigned long request, const char* name, const T& value);
   Error exit_error(const kvm_run& run) const;
   Vm& vm_;
   std::uint32_t id_;
