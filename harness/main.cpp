@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -233,8 +235,16 @@ ProgramOption::ProgramOption(const char* flag, Kind kind, const char* value_name
   program_options().push_back(this);
 }
 
+// A whole positive decimal number, or nothing.
+static std::optional<unsigned long> positive_number(const std::string& text) {
+  unsigned long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 10);
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
+  return value;
+}
+
 unsigned long ProgramOption::number_or(unsigned long fallback) const {
-  return given_ ? std::stoul(value_) : fallback;
+  return given_ ? positive_number(value_).value_or(fallback) : fallback;
 }
 
 std::string ProgramOption::usage() const {
@@ -310,10 +320,8 @@ int main(int argc, char** argv) {
       }
       std::string text = value();
       if (option.kind() == ProgramOption::Kind::number) {
-        try {
-          (void)std::stoul(text);
-        } catch (const std::exception&) {
-          fmt::print(stderr, "{}: {} wants a number, not '{}'\n", argv[0], arg, text);
+        if (!positive_number(text)) {
+          fmt::print(stderr, "{}: {} wants a positive whole number, not '{}'\n", argv[0], arg, text);
           return kExitFail;
         }
       }

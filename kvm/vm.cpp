@@ -369,13 +369,14 @@ Result<void> Vm::configure_vcpu(Vcpu& vcpu) {
 
 Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message) {
   if (auto r = kvm().require(KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"); !r) return r;
-  msi_routes_[gsi] = message;
-  const std::size_t bytes = sizeof(kvm_irq_routing) + msi_routes_.size() * sizeof(kvm_irq_routing_entry);
+  auto routes = msi_routes_;
+  routes[gsi] = message;
+  const std::size_t bytes = sizeof(kvm_irq_routing) + routes.size() * sizeof(kvm_irq_routing_entry);
   std::vector<std::uint64_t> buffer(bytes / 8 + 1);
   auto* routing = reinterpret_cast<kvm_irq_routing*>(buffer.data());
-  routing->nr = static_cast<std::uint32_t>(msi_routes_.size());
+  routing->nr = static_cast<std::uint32_t>(routes.size());
   std::uint32_t i = 0;
-  for (const auto& [route_gsi, msi] : msi_routes_) {
+  for (const auto& [route_gsi, msi] : routes) {
     kvm_irq_routing_entry& entry = routing->entries[i++];
     entry.gsi = route_gsi;
     entry.type = KVM_IRQ_ROUTING_MSI;
@@ -387,6 +388,7 @@ Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message
     return std::unexpected(vm_error("KVM_SET_GSI_ROUTING", fmt::format("GSI {} address {:#x} data {:#x}", gsi,
                                                                        message.address, message.data)));
   }
+  msi_routes_ = std::move(routes);
   return {};
 }
 
@@ -553,7 +555,10 @@ Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {
   auto* msrs = reinterpret_cast<kvm_msrs*>(buffer.data());
   msrs->nmsrs = 1;
   msrs->entries[0].index = index;
-  if (::ioctl(fd(), KVM_GET_MSRS, msrs) != 1) return std::unexpected(vcpu_error(fmt::format("KVM_GET_MSRS {:#x}", index)));
+  const int read = ::ioctl(fd(), KVM_GET_MSRS, msrs);
+  if (read < 0) return std::unexpected(vcpu_error(fmt::format("KVM_GET_MSRS {:#x}", index)));
+  // KVM_GET_MSRS answers with how many it read: 0 for an MSR it does not know.
+  if (read != 1) return std::unexpected(make_error(ENOENT, fmt::format("KVM_GET_MSRS {:#x}", index), "KVM does not support this MSR"));
   return msrs->entries[0].data;
 }
 

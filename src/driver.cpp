@@ -23,12 +23,14 @@ Result<void> Driver::init(const DmaRegion& region) {
                                         fmt::format("region at IOVA {:#x} size {:#x} is beyond the device's limit {:#x}",
                                                     region.iova, region.size, iova_limit())));
   }
+  if (auto r = may_drive(); !r) return r;
   region_ = region;
   max_memcpy_size_ = max_memcpy_count_ = 0;
   msi_vector_.reset();
   device_.set_bus_master(true);
   if (auto r = do_init(); !r) {
     do_remove();
+    device_.set_bus_master(false);
     return r;
   }
   initialized_ = true;
@@ -39,6 +41,7 @@ Result<void> Driver::init(const DmaRegion& region) {
 void Driver::remove() {
   if (!initialized_) return;
   do_remove();
+  device_.set_bus_master(false);
   initialized_ = false;
   memcpy_in_flight_ = false;
 }

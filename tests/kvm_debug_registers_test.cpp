@@ -1,9 +1,9 @@
 // kvm_debug_registers_test: the x86 debug registers DR6 and DR7 hold their
 // architectural reset values (DR6 0xffff0ff0, DR7 0x400) where they must:
 //   - through KVM's uAPI: on a new vCPU, across KVM_SET_DEBUGREGS and after
-//     an INIT (KVM has no vCPU reset ioctl: an MSI with delivery mode INIT,
-//     sent by KVM_SIGNAL_MSI, makes the local APIC reset the vCPU as an INIT
-//     IPI would);
+//     an INIT (KVM has no vCPU reset ioctl: vCPU 0's guest sends vCPU 1 an
+//     INIT IPI through its x2APIC's interrupt command register, and KVM
+//     resets vCPU 1 as the local APIC would);
 //   - inside a guest: at start, and after a single-step, an ICEBP and an
 //     instruction breakpoint #DB, with the status bits each should set and
 //     BLD (bit 11) and RTM (bit 16) still 1;

@@ -21,7 +21,14 @@ void guest_main(GuestState* state) {
   guest::apic_enable(state->x2apic);
   __atomic_fetch_add(&state->ready, 1, __ATOMIC_SEQ_CST);
   if (state->halt) {
-    while (!state->stop) guest::enable_interrupts_and_halt();
+    // The flag is checked with interrupts off, and STI's one-instruction
+    // shadow lets HLT start before anything is delivered, so the host's
+    // wake-up MSI cannot slip in between the check and the halt.
+    guest::disable_interrupts();
+    while (!state->stop) {
+      guest::enable_interrupts_and_halt();
+      guest::disable_interrupts();
+    }
   } else {
     guest::enable_interrupts();
     while (!state->stop) guest::pause();

@@ -50,6 +50,11 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
     buffers.push_back(std::move(*buffer));
   }
   if (auto init = d.init(regions[0]); !init) return fail(init.error());
+  // Stopped before the buffers it uses go, however this function returns.
+  struct StopDriver {
+    Driver& driver;
+    ~StopDriver() { driver.remove(); }
+  } stop_driver{d};
   const std::string mode_name(iommu_mode_info(mode).name);
   const std::map<std::string, std::string> labels{{"driver", std::string(d.name())}, {"device", bdf}};
 
@@ -85,7 +90,6 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
     }
     report.records.push_back({"msi_round_trip", mode_name, "", 0, perf::summarize(trips), "us", labels});
   }
-  d.remove();
   return {};
 }
 

@@ -51,7 +51,7 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     region_ = map_new(std::bit_ceil(std::max<std::uint64_t>(driver_->region_size(), 4096)));
     src_ = map_new(kBufferSize);
     dst_ = map_new(kBufferSize);
-    if (HasFatalFailure()) return;
+    if (HasFailure() || !region_ || !src_ || !dst_) return;
     if (auto init = driver_->init(region_->region); !init) {
       if (init.error().unsupported) GTEST_SKIP() << init.error().message();
       FAIL() << init.error().message();
@@ -118,7 +118,7 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   // 10 messages per 5 s, two or three per fault), so a fault that found the
   // limit used up is made again once the window has passed.
   void expect_fault_logged(KernelLogReader& log, std::uint64_t iova, std::uint64_t size,
-                           const std::function<void()>& fault_again) {
+                           const std::function<Result<void>()>& fault_again) {
     std::vector<std::string> faults;
     auto seen = [&](std::chrono::steady_clock::duration wait) {
       const auto deadline = std::chrono::steady_clock::now() + wait;
@@ -135,12 +135,24 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     };
     if (seen(2s)) return;
     std::this_thread::sleep_for(kFaultLogWindow);
-    (void)log.read_new();
-    fault_again();
+    if (seen(0s)) return;  // logged late after all
+    if (auto again = fault_again(); !again) {
+      ADD_FAILURE() << "no IOMMU fault logged, and the copy could not be made again: " << again.error().message();
+      return;
+    }
     if (seen(3s)) return;
     ADD_FAILURE() << fmt::format("no IOMMU fault logged for {} at IOVA {:#x}..{:#x}, twice; other faults: {}",
                                  device_->name(), iova, iova + size - 1,
                                  faults.empty() ? "none" : fmt::format("{}", fmt::join(faults, " | ")));
+  }
+
+  // The blocked copy once more. Its outcome is the device's business (see
+  // reports_dma_errors()); only a copy that could not be started or did not
+  // finish is an error here.
+  Result<void> faulting_copy_again() {
+    auto copied = driver_->memcpy(src_->region.iova, dst_->region.iova, size_);
+    if (!copied && copied.error().errnum != EIO) return copied;
+    return {};
   }
 
   void copy_and_verify(std::uint64_t size) {
@@ -220,7 +232,7 @@ TEST_P(vfio_pci_driver_test, memcpy_from_unmapped_iova) {
   expect_no_interrupt("the failed copy");
   if (!log) GTEST_SKIP() << "cannot check the kernel log: " << log.error().message();
   expect_fault_logged(*log, src_->region.iova, size_,
-                      [&] { (void)driver_->memcpy(src_->region.iova, dst_->region.iova, size_); });
+                      [&] { return faulting_copy_again(); });
 }
 
 // The IOMMU must stop a write to an IOVA that was mapped and no longer is.
@@ -246,7 +258,7 @@ TEST_P(vfio_pci_driver_test, memcpy_to_unmapped_iova) {
   expect_no_interrupt("the failed copy");
   if (!log) GTEST_SKIP() << "cannot check the kernel log: " << log.error().message();
   expect_fault_logged(*log, dst_->region.iova, size_,
-                      [&] { (void)driver_->memcpy(src_->region.iova, dst_->region.iova, size_); });
+                      [&] { return faulting_copy_again(); });
 }
 
 TEST_P(vfio_pci_driver_test, send_msi) {

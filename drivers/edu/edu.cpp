@@ -50,6 +50,7 @@ class EduDriver final : public Driver {
   std::uint64_t region_size() const override { return 4096; }  // the device has no rings
   std::uint64_t iova_limit() const override { return kDmaLimit; }
   bool reports_dma_errors() const override { return false; }
+  ~EduDriver() override { remove(); }
 
  protected:
   Result<void> do_init() override {

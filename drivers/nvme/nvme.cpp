@@ -108,10 +108,12 @@ class NvmeDriver final : public Driver {
   // memory is posted and invisible to it. So a copy may or may not report
   // the fault: memcpy_wait() passes on whatever the controller said.
   bool reports_dma_errors() const override { return false; }
+  ~NvmeDriver() override { remove(); }
 
  protected:
+  Result<void> may_drive() const override { return check_consent(); }
+
   Result<void> do_init() override {
-    if (auto r = check_consent(); !r) return r;
     if (!bar0_) return std::unexpected(driver_error(ENODEV, "nvme init", "BAR0 is not mapped"));
     if (region().iova % kPage) {
       return std::unexpected(driver_error(EINVAL, "nvme init", "the region's IOVA is not page aligned"));
@@ -180,6 +182,10 @@ class NvmeDriver final : public Driver {
         if (!writing_) return {};
         submit_all(kIoRead);
         continue;
+      }
+      if (read32(kRegCsts) & kCstsFatal) {
+        return std::unexpected(driver_error(
+            EIO, "memcpy_wait", fmt::format("controller fatal status (CSTS.CFS) with {} commands outstanding", pending_)));
       }
       if (std::chrono::steady_clock::now() >= deadline) {
         return std::unexpected(

@@ -27,6 +27,8 @@ namespace vfiolab {
 class Driver {
  public:
   explicit Driver(PciDevice& device) : device_(device) {}
+  // Each driver's destructor calls remove(): a driver never outlives its
+  // device running.
   virtual ~Driver() = default;
   Driver(const Driver&) = delete;
   Driver& operator=(const Driver&) = delete;
@@ -48,8 +50,8 @@ class Driver {
   // IOMMU at region.iova, region_size() bytes at least). Enables the
   // device's interrupts: msi_vector() names the one send_msi() raises.
   Result<void> init(const DmaRegion& region);
-  // Quiesces the device and disables its interrupts; init() may follow.
-  // Does nothing when not initialised.
+  // Quiesces the device, disables its interrupts and turns bus mastering
+  // off; init() may follow. Does nothing when not initialised.
   void remove();
   bool initialized() const { return initialized_; }
 
@@ -76,6 +78,9 @@ class Driver {
  protected:
   // Hooks for each driver. The public calls above check state and limits
   // before calling these.
+  // Whether the driver may touch this device at all; checked by init()
+  // before anything is written to it. An error here leaves it untouched.
+  virtual Result<void> may_drive() const { return {}; }
   virtual Result<void> do_init() = 0;
   virtual void do_remove() = 0;
   virtual Result<void> do_memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,

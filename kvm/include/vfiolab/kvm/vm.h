@@ -183,7 +183,10 @@ class Vm {
   void set_handler(std::uint8_t vector, InterruptHandler handler);
 
   // Interrupt routing. KVM_SET_GSI_ROUTING replaces the whole table, so the
-  // VM keeps every route it set and sends them all each time.
+  // VM keeps every route it set and sends them all each time. The table has
+  // only these MSI routes: once one is set, the default routes of the IOAPIC
+  // and PIC pins (GSIs 0-23) are gone, which no test here uses. A route the
+  // kernel refuses is not kept.
   Result<void> set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message);
   // KVM_IRQFD: a write to `eventfd` injects `gsi`.
   Result<void> assign_irqfd(std::uint32_t gsi, int eventfd);
