@@ -1,10 +1,12 @@
 #include "vfiolab/iommu_fault.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <fstream>
 
 namespace vfiolab {
 namespace {
@@ -113,6 +115,20 @@ bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, 
   const std::uint64_t last = (iova + (size - 1)) & kPageMask;  // callers keep iova + size in range
   const std::uint64_t page = fault.address & kPageMask;
   return page >= first && page <= last;
+}
+
+std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::filesystem::path& sys_root) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path iommu = sys_root / "bus/pci/devices" / bdf.str() / "iommu";
+  const std::string name = fs::read_symlink(iommu, ec).filename().string();
+  if (ec || !name.starts_with("ivhd")) return std::nullopt;
+  std::ifstream file(iommu / "device/subsystem_vendor");
+  std::string vendor;
+  if (!(file >> vendor) || vendor != "0x1af4") return std::nullopt;
+  return fmt::format("{}'s IOMMU {} is QEMU's emulated AMD IOMMU (subsystem vendor 1af4), which logs no "
+                     "IO_PAGE_FAULT event for a DMA it blocks",
+                     bdf.str(), name);
 }
 
 Result<KernelLogReader> KernelLogReader::open() {

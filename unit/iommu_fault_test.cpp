@@ -3,6 +3,9 @@
 #include "vfiolab/iommu_fault.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
 
 namespace vfiolab {
 namespace {
@@ -104,6 +107,43 @@ TEST(IommuFault, RangeAtTheTopOfTheIovaSpace) {
   auto fault = parse_iommu_fault("AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:00:04.0 domain=0x0 address=0xfffffffffffff000 flags=0x0]");
   ASSERT_TRUE(fault);
   EXPECT_TRUE(fault_matches(*fault, bdf("0000:00:04.0"), 0xffffffffffffe000, 0x2000));
+}
+
+// A fake /sys with one device behind an IOMMU named `iommu` whose PCI
+// function has subsystem vendor `subsystem`.
+class SilentIommu : public testing::Test {
+ protected:
+  void make(const std::string& iommu, const std::string& subsystem) {
+    namespace fs = std::filesystem;
+    root_ = fs::temp_directory_path() / ("vfiolab-iommu-" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    const fs::path unit = root_ / "devices/pci0000:00/0000:00:03.0";
+    fs::create_directories(unit);
+    std::ofstream(unit / "subsystem_vendor") << subsystem << "\n";
+    fs::create_directories(root_ / "class/iommu" / iommu);
+    fs::create_directory_symlink(unit, root_ / "class/iommu" / iommu / "device");
+    const fs::path dev = root_ / "bus/pci/devices/0000:00:04.0";
+    fs::create_directories(dev);
+    fs::create_directory_symlink(root_ / "class/iommu" / iommu, dev / "iommu");
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::filesystem::path root_;
+};
+
+TEST_F(SilentIommu, QemuAmdIommuIsKnownSilent) {
+  make("ivhd0", "0x1af4");
+  auto reason = iommu_logs_no_faults(bdf("0000:00:04.0"), root_);
+  ASSERT_TRUE(reason);
+  EXPECT_NE(reason->find("ivhd0"), std::string::npos) << *reason;
+}
+
+TEST_F(SilentIommu, RealAmdAndIntelIommusAreNot) {
+  make("ivhd0", "0x1022");
+  EXPECT_FALSE(iommu_logs_no_faults(bdf("0000:00:04.0"), root_));
+  TearDown();
+  make("dmar0", "0x1af4");
+  EXPECT_FALSE(iommu_logs_no_faults(bdf("0000:00:04.0"), root_));
+  EXPECT_FALSE(iommu_logs_no_faults(bdf("0000:00:05.0"), root_));  // no such device
 }
 
 }  // namespace
