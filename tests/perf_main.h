@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,12 +26,15 @@ struct CommonOptions {
   int iterations = 0;  // 0: the program's default
 };
 
-// Parses -m MODE, -n ITERATIONS, --json FILE and BDFs; `extra` gets any
-// other argument (and may consume the next one through `next`); it returns
-// false for an unknown argument. Returns an exit code when the program
-// should stop (usage, bad arguments), or -1 to go on.
+// A program's own argument: nullopt when `arg` is not one of its options,
+// "" when taken (its value read through `next`), else what is wrong with it.
+using ExtraOption = std::function<std::optional<std::string>(std::string_view arg, const std::function<const char*()>& next)>;
+
+// Parses -m MODE, -n ITERATIONS, --json FILE and BDFs, and the program's own
+// options through `extra`. Returns an exit code when the program should stop
+// (usage, bad arguments), or -1 to go on.
 inline int parse(int argc, char** argv, CommonOptions& o, const std::string& usage_tail,
-                 const std::function<bool(std::string_view, const std::function<const char*()>&)>& extra = {}) {
+                 const ExtraOption& extra = {}) {
   auto usage = [&](const std::string& problem) {
     if (!problem.empty()) fmt::print(stderr, "{}: {}\n", argv[0], problem);
     fmt::print(stderr, "usage: {} [-m MODE]... [-n ITERATIONS] [--json FILE] {}BDF...\n"
@@ -58,8 +62,10 @@ inline int parse(int argc, char** argv, CommonOptions& o, const std::string& usa
       return usage("");
     } else if (!arg.starts_with("-")) {
       o.bdfs.emplace_back(arg);
-    } else if (!extra || !extra(arg, next)) {
-      return usage(fmt::format("unknown argument '{}'", arg));
+    } else {
+      const auto problem = extra ? extra(arg, next) : std::nullopt;
+      if (!problem) return usage(fmt::format("unknown argument '{}'", arg));
+      if (!problem->empty()) return usage(*problem);
     }
   }
   if (o.bdfs.empty() && std::getenv("VFIO_SELFTESTS_BDF")) o.bdfs.emplace_back(std::getenv("VFIO_SELFTESTS_BDF"));

@@ -7,7 +7,7 @@
 // library's cost shows as a ratio.
 //
 //   vfio_dma_mapping_perf_test [-m MODE]... [-b BACKING]... [-s SIZE]...
-//       [--budget-ms N] [--max-iterations N] [--quick] [--json FILE] [BDF]
+//       [--budget-ms N] [-n MAX_SAMPLES] [--quick] [--json FILE] [BDF]
 //
 // Each measurement repeats for --budget-ms (default 300) and at least 3
 // times. --quick (the lab suite's choice) keeps 4 KiB-page backings to 64 MiB
@@ -16,6 +16,8 @@
 // KTAP: one result per mode x backing (ok when every map and unmap
 // succeeded), the table and ratios as diagnostics; JSON to FILE or to
 // $VFIOLAB_OUT_DIR/vfio_dma_mapping_perf_test.json.
+#include "perf_main.h"
+
 #include "vfiolab/iommu.h"
 #include "vfiolab/ktap.h"
 #include "vfiolab/memory.h"
@@ -34,13 +36,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-#include <sstream>
 
 namespace vfiolab {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr int kExitPass = 0, kExitFail = 1, kExitSkip = 4;
 
 struct Options {
   std::vector<IommuMode> modes;
@@ -330,64 +330,47 @@ void print_ratios(const perf::Report& report, ktap::Writer& out) {
   out.diagnostic(fmt::format("largest library/raw ratio: {:.3f}", worst));
 }
 
-int usage(const char* program, const std::string& problem) {
-  if (!problem.empty()) fmt::print(stderr, "{}: {}\n", program, problem);
-  fmt::print(stderr,
-             "usage: {} [-m MODE]... [-b BACKING]... [-s SIZE]... [--budget-ms N] [--max-iterations N] "
-             "[--quick] [--json FILE] [BDF]\n  BDF defaults to $VFIO_SELFTESTS_BDF\n",
-             program);
-  return problem.empty() ? kExitSkip : kExitFail;
-}
-
 int main_(int argc, char** argv) {
+  perf_main::CommonOptions common;
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view arg = argv[i];
-    auto value = [&]() -> std::optional<std::string_view> {
-      if (i + 1 >= argc) return std::nullopt;
-      return std::string_view(argv[++i]);
-    };
-    if (arg == "-m") {
-      auto v = value();
-      auto mode = v ? iommu_mode_from_name(*v) : std::unexpected(Error{EINVAL, "-m", "needs a mode"});
-      if (!mode) return usage(argv[0], mode.error().message());
-      o.modes.push_back(*mode);
-    } else if (arg == "-b") {
-      auto v = value();
-      auto backing = v ? backing_from_name(*v) : std::unexpected(Error{EINVAL, "-b", "needs a backing"});
-      if (!backing) return usage(argv[0], backing.error().message());
-      o.backings.push_back(*backing);
-    } else if (arg == "-s") {
-      auto v = value();
-      std::uint64_t size = 0;
-      if (!v || !perf::parse_size(*v, size) || size % 4096) return usage(argv[0], "-s needs a size in 4K steps (4K, 2M, 1G)");
-      o.sizes.push_back(size);
-    } else if (arg == "--budget-ms" || arg == "--max-iterations") {
-      auto v = value();
-      int n = v ? std::atoi(std::string(*v).c_str()) : 0;
-      if (n <= 0) return usage(argv[0], fmt::format("{} needs a positive number", arg));
-      if (arg == "--budget-ms") o.budget = std::chrono::milliseconds(n);
-      else o.max_iterations = std::max(n, o.min_iterations);
-    } else if (arg == "--quick") {
+  auto own = [&](std::string_view arg, const std::function<const char*()>& next) -> std::optional<std::string> {
+    if (arg == "--quick") {
       o.small_page_limit = 64 << 20;
       o.budget = std::chrono::milliseconds(50);
-    } else if (arg == "--json") {
-      auto v = value();
-      if (!v) return usage(argv[0], "--json needs a file");
-      o.json = *v;
-    } else if (arg == "-h" || arg == "--help") {
-      return usage(argv[0], "");
-    } else if (!arg.starts_with("-") && o.bdf.empty()) {
-      o.bdf = arg;
-    } else {
-      return usage(argv[0], fmt::format("unknown argument '{}'", arg));
+      return "";
     }
+    if (arg != "-b" && arg != "-s" && arg != "--budget-ms") return std::nullopt;
+    const char* value = next();
+    if (!value) return fmt::format("{} needs a value", arg);
+    if (arg == "-b") {
+      auto backing = backing_from_name(value);
+      if (!backing) return backing.error().message();
+      o.backings.push_back(*backing);
+    } else if (arg == "-s") {
+      std::uint64_t size = 0;
+      if (!perf::parse_size(value, size) || size % 4096) return "-s needs a size in 4K steps (4K, 2M, 1G)";
+      o.sizes.push_back(size);
+    } else {
+      const int ms = std::atoi(value);
+      if (ms <= 0) return "--budget-ms needs a positive number";
+      o.budget = std::chrono::milliseconds(ms);
+    }
+    return "";
+  };
+  if (int rc = perf_main::parse(argc, argv, common,
+                                "[-b BACKING]... [-s SIZE]... [--budget-ms N] [--quick] ",
+                                own);
+      rc >= 0) {
+    return rc;
   }
-  if (o.bdf.empty() && std::getenv("VFIO_SELFTESTS_BDF")) o.bdf = std::getenv("VFIO_SELFTESTS_BDF");
-  if (o.bdf.empty()) return usage(argv[0], "");
-  if (o.modes.empty()) {
-    for (const auto& info : all_iommu_modes()) o.modes.push_back(info.mode);
+  if (common.bdfs.size() != 1) {
+    fmt::print(stderr, "{}: one BDF, not {}\n", argv[0], common.bdfs.size());
+    return perf_main::kExitFail;
   }
+  o.bdf = common.bdfs.front();
+  o.modes = common.modes;
+  o.json = common.json;
+  if (common.iterations) o.max_iterations = std::max(common.iterations, o.min_iterations);
   if (o.backings.empty()) {
     o.backings = {Backing::anonymous, Backing::anonymous_hugetlb_2mb, Backing::anonymous_hugetlb_1gb, Backing::memfd};
   }
@@ -400,18 +383,9 @@ int main_(int argc, char** argv) {
   run.report = {"vfio_dma_mapping_perf_test", o.bdf, perf::kernel_release(), {}};
   bool ok = true;
   for (IommuMode mode : o.modes) ok &= run.mode(mode);
-  std::istringstream table(perf::format_table(run.report.records));
-  for (std::string line; std::getline(table, line);) out.diagnostic(line);
+  ok &= perf_main::finish(run.report, o.json, out);
   print_ratios(run.report, out);
-  std::string error;
-  const std::string written = perf::write_report(run.report, o.json, error);
-  if (written.empty()) {
-    out.diagnostic(error);
-    ok = false;
-  } else {
-    out.diagnostic("JSON: " + written);
-  }
-  return ok ? kExitPass : kExitFail;
+  return ok ? perf_main::kExitPass : perf_main::kExitFail;
 }
 
 }  // namespace
