@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 
 #include <array>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -266,6 +267,19 @@ void Iommu::map(const DmaRegion& region, std::uint32_t access) {
   check(try_map(region, access));
   std::lock_guard lock(mutex_);
   regions_.insert(region);
+}
+
+Result<MappedBuffer> Iommu::map_new(IovaAllocator& iovas, Backing backing, std::uint64_t size) {
+  auto memory = DmaBuffer::allocate(backing, size);
+  if (!memory) return std::unexpected(memory.error());
+  auto iova = iovas.allocate(std::bit_ceil(memory->size()));
+  if (!iova) return std::unexpected(make_error(ENOSPC, "IovaAllocator::allocate", iova.error()));
+  MappedBuffer buffer{std::move(*memory), {}};
+  buffer.region = {buffer.memory.data(), *iova, buffer.memory.size()};
+  if (auto mapped = try_map(buffer.region); !mapped) return std::unexpected(mapped.error());
+  std::lock_guard lock(mutex_);
+  regions_.insert(buffer.region);
+  return buffer;
 }
 
 std::uint64_t Iommu::unmap(const DmaRegion& region) {

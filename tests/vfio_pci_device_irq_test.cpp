@@ -146,14 +146,10 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
   void set_up_driver() {
     VFIOLAB_ASSIGN_OR_SKIP(driver, probe_driver(*device_));
     driver_ = std::move(driver);
-    VFIOLAB_ASSIGN_OR_SKIP(memory, DmaBuffer::allocate(Backing::anonymous, std::bit_ceil(std::max<std::uint64_t>(driver_->region_size(), 4096))));
-    ring_memory_ = std::move(memory);
     auto iovas = iommu_->iova_allocator(driver_->iova_limit());
-    auto iova = iovas.allocate(ring_memory_->size());
-    ASSERT_TRUE(iova) << iova.error();
-    ring_ = DmaRegion{ring_memory_->data(), *iova, ring_memory_->size()};
-    iommu_->map(ring_);
-    if (auto init = driver_->init(ring_); !init) {
+    VFIOLAB_ASSIGN_OR_SKIP(ring, iommu_->map_new(iovas, Backing::anonymous, driver_->region_size()));
+    ring_ = std::move(ring);
+    if (auto init = driver_->init(ring_->region); !init) {
       if (init.error().unsupported) GTEST_SKIP() << init.error().message();
       FAIL() << init.error().message();
     }
@@ -176,8 +172,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
   std::shared_ptr<Iommu> iommu_;
   std::unique_ptr<PciDevice> device_;
   std::unique_ptr<Driver> driver_;
-  std::optional<DmaBuffer> ring_memory_;
-  DmaRegion ring_;
+  std::optional<MappedBuffer> ring_;
   std::uint32_t vector_ = 0;
   std::unique_ptr<Vm> vm_;
   GuestState* state_ = nullptr;

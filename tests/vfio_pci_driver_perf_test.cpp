@@ -38,18 +38,13 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
   if (!driver) return fail(driver.error());
   Driver& d = **driver;
   auto iovas = (*iommu)->iova_allocator(d.iova_limit());
-  std::vector<DmaBuffer> buffers;
-  std::vector<DmaRegion> regions;
-  for (std::uint64_t size : {std::bit_ceil(std::max<std::uint64_t>(d.region_size(), 4096)), kBufferSize, kBufferSize}) {
-    auto buffer = DmaBuffer::allocate(Backing::anonymous, size);
+  std::vector<MappedBuffer> buffers;  // the driver's region, the source, the destination
+  for (std::uint64_t size : {d.region_size(), kBufferSize, kBufferSize}) {
+    auto buffer = (*iommu)->map_new(iovas, Backing::anonymous, size);
     if (!buffer) return fail(buffer.error());
-    auto iova = iovas.allocate(size);
-    if (!iova) return "no IOVA: " + iova.error();
-    regions.push_back({buffer->data(), *iova, size});
-    (*iommu)->map(regions.back());
     buffers.push_back(std::move(*buffer));
   }
-  if (auto init = d.init(regions[0]); !init) return fail(init.error());
+  if (auto init = d.init(buffers[0].region); !init) return fail(init.error());
   // Stopped before the buffers it uses go, however this function returns.
   struct StopDriver {
     Driver& driver;
@@ -60,17 +55,17 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
 
   // Bandwidth: starts of the largest copy, max count each, for a while.
   const std::uint64_t size = std::min(d.max_memcpy_size(), kBufferSize);
-  std::memset(buffers[1].data(), 0x3c, size);
+  std::memset(buffers[1].memory.data(), 0x3c, size);
   std::vector<double> rates;
   const auto start = Clock::now();
   while (rates.empty() || Clock::now() - start < kCopyBudget) {
     const auto t0 = Clock::now();
-    if (auto r = d.memcpy_start(regions[1].iova, regions[2].iova, size, d.max_memcpy_count()); !r) return r.error().message();
+    if (auto r = d.memcpy_start(buffers[1].region.iova, buffers[2].region.iova, size, d.max_memcpy_count()); !r) return r.error().message();
     if (auto r = d.memcpy_wait(60s); !r) return r.error().message();
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     rates.push_back(static_cast<double>(size * d.max_memcpy_count()) / seconds / (1 << 20));
   }
-  if (std::memcmp(buffers[1].data(), buffers[2].data(), size) != 0) return "the copies' destination differs from the source";
+  if (std::memcmp(buffers[1].memory.data(), buffers[2].memory.data(), size) != 0) return "the copies' destination differs from the source";
   auto copy_labels = labels;
   copy_labels["count"] = std::to_string(d.max_memcpy_count());
   report.records.push_back({"memcpy_bandwidth", mode_name, "anonymous", size, perf::summarize(rates), "MiB/s", copy_labels});

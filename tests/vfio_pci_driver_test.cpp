@@ -31,12 +31,6 @@ constexpr auto kFaultLogWindow = 5500ms;
 // Long enough for edu's copies, 200 ms each under TCG.
 VFIOLAB_TEST_TIMEOUT(storm_timeout, "vfio_pci_driver_test", 120);
 
-struct MappedBuffer {
-  DmaBuffer memory;
-  DmaRegion region;
-  std::span<std::byte> bytes() const { return {memory.bytes(), region.size}; }
-};
-
 class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
  protected:
   void SetUp() override {
@@ -48,7 +42,7 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     driver_ = std::move(driver);
     allocator_.emplace(iommu_->iova_allocator(driver_->iova_limit()));
 
-    region_ = map_new(std::bit_ceil(std::max<std::uint64_t>(driver_->region_size(), 4096)));
+    region_ = map_new(driver_->region_size());
     src_ = map_new(kBufferSize);
     dst_ = map_new(kBufferSize);
     if (HasFailure() || !region_ || !src_ || !dst_) return;
@@ -66,20 +60,12 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
 
   // A buffer mapped at a fresh IOVA the device can reach.
   std::optional<MappedBuffer> map_new(std::uint64_t size) {
-    auto memory = DmaBuffer::allocate(Backing::anonymous, size);
-    if (!memory) {
-      ADD_FAILURE() << memory.error().message();
+    auto buffer = iommu_->map_new(*allocator_, Backing::anonymous, size);
+    if (!buffer) {
+      ADD_FAILURE() << buffer.error().message();
       return std::nullopt;
     }
-    auto iova = allocator_->allocate(size);
-    if (!iova) {
-      ADD_FAILURE() << "no IOVA below the device's limit: " << iova.error();
-      return std::nullopt;
-    }
-    MappedBuffer buffer{std::move(*memory), {nullptr, *iova, size}};
-    buffer.region.vaddr = buffer.memory.data();
-    iommu_->map(buffer.region);
-    return buffer;
+    return std::move(*buffer);
   }
 
   // An IOVA nothing is mapped at.

@@ -5,6 +5,7 @@
 
 #include "vfiolab/error.h"
 #include "vfiolab/iova_allocator.h"
+#include "vfiolab/memory.h"
 #include "vfiolab/region_table.h"
 #include "vfiolab/unique_fd.h"
 
@@ -41,6 +42,15 @@ const IommuModeInfo& iommu_mode_info(IommuMode mode);
 Result<IommuMode> iommu_mode_from_name(std::string_view name);
 
 
+// Host memory mapped for DMA at an IOVA of its own. The memory must outlive
+// the mapping: keep the MappedBuffer until the region is unmapped or the
+// Iommu is gone.
+struct MappedBuffer {
+  DmaBuffer memory;
+  DmaRegion region;
+  std::span<std::byte> bytes() const { return {memory.bytes(), region.size}; }
+};
+
 enum DmaAccess : std::uint32_t { dma_read = 1u << 0, dma_write = 1u << 1, dma_read_write = dma_read | dma_write };
 
 class Iommu {
@@ -72,6 +82,11 @@ class Iommu {
   // map/unmap keep the list of regions up to date.
   void map(const DmaRegion& region, std::uint32_t access = dma_read_write);
   std::uint64_t unmap(const DmaRegion& region);
+  // Allocates `size` bytes of `backing` (rounded up to its page size), takes
+  // an IOVA block for them from `iovas` and maps them like map(). Errors:
+  // the allocation's (unsupported for an empty HugeTLB pool), ENOSPC when no
+  // IOVA is left, the map's.
+  Result<MappedBuffer> map_new(IovaAllocator& iovas, Backing backing, std::uint64_t size);
   std::uint64_t unmap_all();
   std::vector<IovaRange> iova_ranges() const;  // sorted, merged
   // An allocator over the usable ranges, clipped to the device's highest
