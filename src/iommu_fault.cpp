@@ -11,24 +11,15 @@
 namespace vfiolab {
 namespace {
 
-// The hex number right after `key` in text ("0x" optional).
-std::optional<std::uint64_t> hex_after(std::string_view text, std::string_view key) {
+// The number right after `key` in text, in `base` (a hex number may start
+// with "0x").
+std::optional<std::uint64_t> number_after(std::string_view text, std::string_view key, int base) {
   const auto at = text.find(key);
   if (at == std::string_view::npos) return std::nullopt;
   std::string_view rest = text.substr(at + key.size());
-  if (rest.starts_with("0x") || rest.starts_with("0X")) rest.remove_prefix(2);
+  if (base == 16 && (rest.starts_with("0x") || rest.starts_with("0X"))) rest.remove_prefix(2);
   std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), value, 16);
-  if (ec != std::errc() || end == rest.data()) return std::nullopt;
-  return value;
-}
-
-std::optional<std::uint64_t> decimal_after(std::string_view text, std::string_view key) {
-  const auto at = text.find(key);
-  if (at == std::string_view::npos) return std::nullopt;
-  std::string_view rest = text.substr(at + key.size());
-  std::uint64_t value = 0;
-  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), value, 10);
+  const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), value, base);
   if (ec != std::errc() || end == rest.data()) return std::nullopt;
   return value;
 }
@@ -61,14 +52,14 @@ std::optional<IommuFault> parse_iommu_fault(std::string_view line) {
   fault.message = std::string(message);
   if (message.find("NO_PASID] Request device [") != std::string_view::npos ||
       (message.find("PASID 0x") != std::string_view::npos && message.find("Request device [") != std::string_view::npos)) {
-    auto address = hex_after(message, "fault addr ");
+    auto address = number_after(message, "fault addr ", 16);
     fault.device = bdf_between(message, "Request device [", ']');
     if (!address || !fault.device) return std::nullopt;
     fault.address = *address;
     return fault;
   }
   if (message.find("[IO_PAGE_FAULT ") != std::string_view::npos) {
-    auto address = hex_after(message, " address=");
+    auto address = number_after(message, " address=", 16);
     if (!address) return std::nullopt;
     fault.address = *address;
     fault.device = bdf_between(message, "device=", ' ');
@@ -85,8 +76,8 @@ std::optional<IommuFault> parse_iommu_fault(std::string_view line) {
     return fault;
   }
   if (message.find(" fault from EP ") != std::string_view::npos) {
-    auto endpoint = decimal_after(message, " fault from EP ");
-    auto address = hex_after(message, " at ");
+    auto endpoint = number_after(message, " fault from EP ", 10);
+    auto address = number_after(message, " at ", 16);
     if (!endpoint || !address || *endpoint > 0xffff) return std::nullopt;
     fault.endpoint = static_cast<std::uint32_t>(*endpoint);
     fault.address = *address;
