@@ -1,5 +1,6 @@
 #include "vfiolab/kernel_log.h"
 
+#include <algorithm>
 #include <array>
 #include <cctype>
 #include <charconv>
@@ -129,7 +130,13 @@ void Scanner::feed_line(std::string_view line) {
 
   if (auto marker = parse_marker(message)) {
     close_open();
-    program_ = marker->begin ? marker->program : std::string();
+    // Programs may overlap (the lab runs some at the same time): a report
+    // belongs to every program running when it appeared.
+    auto at = std::find(running_.begin(), running_.end(), marker->program);
+    if (marker->begin && at == running_.end()) running_.push_back(marker->program);
+    if (!marker->begin && at != running_.end()) running_.erase(at);
+    program_.clear();
+    for (const auto& name : running_) program_ += (program_.empty() ? "" : " or ") + name;
     return;
   }
 
@@ -156,6 +163,7 @@ std::vector<Finding> Scanner::finish() {
   close_open();
   line_number_ = 0;
   program_.clear();
+  running_.clear();
   return std::exchange(findings_, {});
 }
 

@@ -109,6 +109,21 @@ TEST(KernelLogScan, ReportCutOffByAMarkerStillCounts) {
   EXPECT_EQ(findings[0].program, "a");
 }
 
+TEST(KernelLogScan, ReportDuringOverlappingProgramsNamesEach) {
+  auto findings = scan(
+      "vfiolab: begin 1 a\n"
+      "vfiolab: begin 2 b\n"
+      "WARNING: CPU: 0 PID: 1 at y.c:2 g\n"
+      "vfiolab: end 1 a exit=0\n"
+      "WARNING: CPU: 1 PID: 2 at y.c:3 h\n"
+      "vfiolab: end 2 b exit=0\n"
+      "WARNING: CPU: 1 PID: 3 at y.c:4 i\n");
+  ASSERT_EQ(findings.size(), 3u);
+  EXPECT_EQ(findings[0].program, "a or b");
+  EXPECT_EQ(findings[1].program, "b");
+  EXPECT_EQ(findings[2].program, "");
+}
+
 TEST(KernelLogScan, RunawayReportIsBounded) {
   std::string log = "Oops: 0000 [#1] SMP\n";
   for (int i = 0; i < 1000; ++i) log += "garbage line\n";

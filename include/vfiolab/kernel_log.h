@@ -20,7 +20,7 @@ std::string_view kind_name(Kind kind);
 struct Finding {
   Kind kind = Kind::warning;
   int line = 0;            // line number of the first line of the report
-  std::string program;     // what was running, or empty outside any program
+  std::string program;     // what was running ("A or B" when programs overlapped), or empty outside any program
   std::vector<std::string> lines;  // the report as logged, timestamps kept
 };
 
@@ -48,7 +48,8 @@ class Scanner {
 
   std::vector<Finding> findings_;
   std::optional<Finding> open_;
-  std::string program_;
+  std::string program_;               // who a report belongs to
+  std::vector<std::string> running_;  // programs begun and not ended
   bool stack_ended_ = false;  // the open report's stack dump is complete
   int line_number_ = 0;
 };

@@ -1,13 +1,16 @@
 // vfiolab-lab-report: the lab runner's reporting half.
 //
-//   vfiolab-lab-report follow [--verbose]
-//       Read KTAP from stdin as the guest sends it and print each program's
-//       results as they arrive.
+//   vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]
+//       Read the guest's progress lines (see lab/runner/main.cpp) from stdin
+//       as they arrive and print each program's results; at the end write
+//       the timing table (boot, programs, slowest tests) and every test's
+//       time (tab-separated).
 //   vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...
 //       Parse the finished run: per-program and total counts, kernel
 //       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
 //       JUnit XML. Exit 0 when nothing failed, 1 otherwise.
 #include "junit.h"
+#include "progress.h"
 
 #include "vfiolab/kernel_log.h"
 #include "vfiolab/ktap.h"
@@ -32,38 +35,27 @@ std::string counts_text(const ktap::Counts& counts) {
   return fmt::format("{} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
 }
 
-std::string result_text(const ktap::Result& result) {
-  std::string text = fmt::format("{} {}", result.ok ? "ok" : "not ok", result.name);
-  if (result.directive != ktap::Directive::none) {
-    text += fmt::format(" # {}", ktap::directive_name(result.directive));
-    if (!result.reason.empty()) text += " " + result.reason;
-  }
-  return text;
-}
-
-int follow(bool verbose) {
+int follow(bool verbose, const std::string& timing_path, const std::string& tests_path) {
   auto start = std::chrono::steady_clock::now();
-  auto stamp = [&] {
-    std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
-    return fmt::format("[{:6.1f}s]", elapsed.count());
-  };
-  ktap::Parser parser([&](const ktap::Result& result, int depth) {
-    if (depth == 0) {
-      fmt::print("{} {} ({})\n", stamp(), result_text(result), counts_text(ktap::count(result)));
-    } else if (depth == 1 && !verbose) {
-      fmt::print("{}   {}\n", stamp(), result_text(result));
-    }
-    std::fflush(stdout);
-  });
+  lab::Progress progress(
+      [](const std::string& line) {
+        fmt::print("{}\n", line);
+        std::fflush(stdout);
+      },
+      verbose);
   std::string line;
   while (std::getline(std::cin, line)) {
-    if (verbose) {
-      fmt::print("{} {}\n", stamp(), line);
-      std::fflush(stdout);
-    }
-    parser.feed_line(line);
+    std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    progress.feed(line, elapsed.count());
   }
-  parser.finish();
+  auto write = [](const std::string& path, const std::string& text) {
+    if (path.empty()) return;
+    std::ofstream out(path);
+    out << text;
+    if (!out) fmt::print(stderr, "vfiolab-lab-report: cannot write '{}'\n", path);
+  };
+  write(timing_path, progress.table(15));
+  write(tests_path, progress.tests_tsv());
   return 0;
 }
 
@@ -160,7 +152,7 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
 
 int usage() {
   fmt::print(stderr,
-             "usage: vfiolab-lab-report follow [--verbose]\n"
+             "usage: vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]\n"
              "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n");
   return 2;
 }
@@ -171,8 +163,19 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return usage();
   if (args[0] == "follow") {
-    bool verbose = args.size() > 1 && (args[1] == "--verbose" || args[1] == "-v");
-    return follow(verbose);
+    bool verbose = false;
+    std::string timing, tests;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--verbose" || args[i] == "-v") {
+        verbose = true;
+      } else if ((args[i] == "--timing" || args[i] == "--tests") && i + 1 < args.size()) {
+        (args[i] == "--timing" ? timing : tests) = args[i + 1];
+        ++i;
+      } else {
+        return usage();
+      }
+    }
+    return follow(verbose, timing, tests);
   }
   if (args[0] != "summarize") return usage();
   std::string ktap_path, log_path, junit_path;

@@ -16,7 +16,9 @@
 
 #include <fmt/format.h>
 
+#include <array>
 #include <chrono>
+#include <optional>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -39,9 +41,15 @@ struct Outcome {
 };
 
 // A test step: throws VfioError or returns notes; an unsupported error is a
-// SKIP with its message.
+// SKIP with its message. Each result is printed as soon as its step ends, so
+// a long probe shows its progress live; the plan is counted up front.
 class Run {
  public:
+  explicit Run(int planned) {
+    out_.header();
+    out_.plan(planned);
+  }
+
   void step(const std::string& name, const std::function<void(Outcome&)>& body) {
     Outcome outcome;
     try {
@@ -58,31 +66,38 @@ class Run {
       outcome.ok = false;
       outcome.notes.push_back(e.what());
     }
-    results_.emplace_back(name, std::move(outcome));
+    record(name, outcome);
   }
 
-  int report() {
-    ktap::Writer out;
-    out.header();
-    out.plan(static_cast<int>(results_.size()));
-    int passed = 0, failed = 0, skipped = 0;
-    for (const auto& [name, outcome] : results_) {
-      for (const auto& note : outcome.notes) out.diagnostic(note);
-      if (outcome.directive == ktap::Directive::skip) {
-        out.skip(name, outcome.notes.empty() ? "" : outcome.notes.back());
-        ++skipped;
-      } else {
-        out.result(outcome.ok, name);
-        outcome.ok ? ++passed : ++failed;
-      }
-    }
-    fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", passed, failed, skipped);
-    if (failed) return kExitFail;
-    return passed == 0 && skipped > 0 ? kExitSkip : kExitPass;
+  // A step that cannot run because an earlier one failed: a SKIP naming it,
+  // so the plan still adds up.
+  void skip(const std::string& name, const std::string& reason) {
+    Outcome outcome;
+    outcome.directive = ktap::Directive::skip;
+    outcome.notes.push_back(reason);
+    record(name, outcome);
+  }
+
+  int finish() {
+    fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", passed_, failed_, skipped_);
+    if (failed_) return kExitFail;
+    return passed_ == 0 && skipped_ > 0 ? kExitSkip : kExitPass;
   }
 
  private:
-  std::vector<std::pair<std::string, Outcome>> results_;
+  void record(const std::string& name, const Outcome& outcome) {
+    for (const auto& note : outcome.notes) out_.diagnostic(note);
+    if (outcome.directive == ktap::Directive::skip) {
+      out_.skip(name, outcome.notes.empty() ? "" : outcome.notes.back());
+      ++skipped_;
+    } else {
+      out_.result(outcome.ok, name);
+      outcome.ok ? ++passed_ : ++failed_;
+    }
+  }
+
+  ktap::Writer out_;
+  int passed_ = 0, failed_ = 0, skipped_ = 0;
 };
 
 void fail_unless(bool condition, const std::string& what) {
@@ -115,6 +130,12 @@ void map_each_backing(Run& run, const std::string& prefix, const std::string& bd
   }
 }
 
+// The steps of probe_device after "open", in order (for the plan, and for
+// the SKIPs when the device does not open).
+constexpr std::array kStepsAfterOpen{"bar0_mmap", "irqs", "intx", "reset", "hot_reset_info"};
+
+int steps_per_device() { return 1 + static_cast<int>(kStepsAfterOpen.size() + all_backings().size()); }
+
 void probe_device(Run& run, IommuMode mode, const std::string& bdf_text) {
   const std::string prefix = fmt::format("{}.{}", iommu_mode_info(mode).name, bdf_text);
   std::shared_ptr<Iommu> iommu;
@@ -132,7 +153,13 @@ void probe_device(Run& run, IommuMode mode, const std::string& bdf_text) {
                                         device->device_id(), device->info().num_regions, device->info().num_irqs, ranges));
     opened = true;
   });
-  if (!opened) return;
+  if (!opened) {
+    for (const char* step : kStepsAfterOpen) run.skip(fmt::format("{}.{}", prefix, step), "the device did not open");
+    for (const BackingInfo& backing : all_backings()) {
+      run.skip(fmt::format("{}.map_{}", prefix, backing.name), "the device did not open");
+    }
+    return;
+  }
 
   run.step(prefix + ".bar0_mmap", [&](Outcome& outcome) {
     const Bar& bar = device->bar(0);
@@ -248,7 +275,7 @@ std::optional<std::string> device_not_on_vfio_pci() {
   return std::nullopt;
 }
 
-void probe_open_errors(Run& run) {
+void probe_open_errors(Run& run, const std::optional<std::string>& other) {
   auto expect_error = [&](const std::string& name, const std::string& bdf, const std::string& needle) {
     run.step("open_error." + name, [&](Outcome& outcome) {
       auto iommu = check(Iommu::open(kDefaultIommuMode));
@@ -263,7 +290,7 @@ void probe_open_errors(Run& run) {
   };
   expect_error("malformed_bdf", "00:04", "bad BDF");
   expect_error("absent_device", "0000:00:1e.7", "no PCI device");
-  if (auto other = device_not_on_vfio_pci()) expect_error("not_on_vfio_pci", *other, "not on vfio-pci");
+  if (other) expect_error("not_on_vfio_pci", *other, "not on vfio-pci");
 }
 
 int usage() {
@@ -311,11 +338,15 @@ int main(int argc, char** argv) {
     for (const auto& info : all_iommu_modes()) modes.push_back(info.mode);
   }
 
-  Run run;
+  const std::optional<std::string> not_on_vfio_pci = device_not_on_vfio_pci();
+  const int planned = static_cast<int>(modes.size()) *
+                          (static_cast<int>(devices.size()) * steps_per_device() + static_cast<int>(shares.size())) +
+                      2 + (not_on_vfio_pci ? 1 : 0);
+  Run run(planned);
   for (IommuMode mode : modes) {
     for (const auto& bdf : devices) probe_device(run, mode, bdf);
     for (const auto& [a, b] : shares) probe_sharing(run, mode, a, b);
   }
-  probe_open_errors(run);
-  return run.report();
+  probe_open_errors(run, not_on_vfio_pci);
+  return run.finish();
 }

@@ -1,0 +1,347 @@
+// vfiolab-plan-runner: runs the lab's plan inside the guest (lab/guest/init
+// starts it). Entries that share no device run at the same time, up to
+// --jobs at once (see plan.h for the rules); each in its own process group
+// with a time limit.
+//
+//   vfiolab-plan-runner --plan FILE --results FILE --progress FILE [--jobs N] [--timeout SECONDS]
+//
+// --results gets one KTAP document: each finished program's output as a
+// nested block, then its result line; results are numbered in the order
+// programs finish. --progress gets every line as it happens, tab-separated,
+// for the host to show live and to time:
+//   plan  COUNT JOBS UPTIME          once, first
+//   start NAME  UPTIME               a program started
+//   out   NAME  TEXT                 a line of its output
+//   end   NAME  STATUS SECONDS       it finished (exit status, or "timeout")
+// The kernel log gets "vfiolab: begin N NAME" and "vfiolab: end N NAME
+// exit=S" (N is the plan position), so a kernel report can be tied to the
+// programs running when it appeared.
+#include "plan.h"
+
+#include "vfiolab/sysfs.h"
+#include "vfiolab/unique_fd.h"
+
+#include <fmt/format.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace vfiolab;
+using Clock = std::chrono::steady_clock;
+
+// write() all of `text`, ignoring errors: a port that went away must not
+// stop the plan.
+void write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::string uptime() {
+  std::ifstream in("/proc/uptime");
+  std::string seconds;
+  in >> seconds;
+  return seconds.empty() ? "0" : seconds;
+}
+
+struct Job {
+  std::size_t entry = 0;
+  pid_t pid = -1;
+  UniqueFd output;          // read end of the program's stdout and stderr
+  std::string partial;      // output after the last newline
+  std::vector<std::string> lines;
+  Clock::time_point started;
+  Clock::time_point deadline;
+  bool timed_out = false;
+  bool exited = false;
+  int status = 0;
+};
+
+class Runner {
+ public:
+  Runner(std::vector<lab::PlanEntry> plan, std::size_t jobs, std::chrono::seconds timeout, UniqueFd results,
+         UniqueFd progress)
+      : plan_(std::move(plan)),
+        timeout_(timeout),
+        results_(std::move(results)),
+        progress_(std::move(progress)),
+        kmsg_(::open("/dev/kmsg", O_WRONLY | O_CLOEXEC)),
+        jobs_allowed_(jobs),
+        scheduler_(resources(), jobs) {}
+
+  void run() {
+    write_all(results_.get(), fmt::format("KTAP version 1\n1..{}\n", plan_.size()));
+    progress(fmt::format("plan\t{}\t{}\t{}", plan_.size(), jobs_allowed_, uptime()));
+    kmsg("plan start");
+    while (!scheduler_.done()) {
+      for (std::size_t entry : scheduler_.ready()) start(entry);
+      wait_for_events();
+    }
+    kmsg("plan done");
+  }
+
+ private:
+  std::vector<std::set<std::string>> resources() {
+    Sysfs sysfs;
+    auto lookup = [](std::string_view name) -> std::optional<std::string> {
+      const char* value = std::getenv(std::string(name).c_str());
+      return value ? std::optional<std::string>(value) : std::nullopt;
+    };
+    auto group_of = [&](const std::string& text) -> std::optional<int> {
+      auto bdf = parse_bdf(text);
+      return bdf ? sysfs.iommu_group(*bdf) : std::nullopt;
+    };
+    std::vector<std::set<std::string>> held;
+    for (const auto& entry : plan_) {
+      held.push_back(lab::entry_resources(entry, lab::named_devices(entry.command, lookup), group_of));
+    }
+    return held;
+  }
+
+  void progress(const std::string& line) { write_all(progress_.get(), line + "\n"); }
+  void kmsg(const std::string& text) {
+    if (kmsg_) write_all(kmsg_.get(), "vfiolab: " + text + "\n");
+  }
+
+  void start(std::size_t entry) {
+    const auto& e = plan_[entry];
+    int fds[2];
+    Job job;
+    job.entry = entry;
+    if (::pipe2(fds, O_CLOEXEC) != 0) {
+      finish_without_running(entry, fmt::format("pipe: {}", std::strerror(errno)));
+      return;
+    }
+    job.output.reset(fds[0]);
+    UniqueFd write_end(fds[1]);
+    kmsg(fmt::format("begin {} {}", entry + 1, e.name));
+    progress(fmt::format("start\t{}\t{}", e.name, uptime()));
+    job.pid = ::fork();
+    if (job.pid < 0) {
+      finish_without_running(entry, fmt::format("fork: {}", std::strerror(errno)));
+      return;
+    }
+    if (job.pid == 0) {
+      ::setpgid(0, 0);  // a timeout kills everything the program started
+      int null = ::open("/dev/null", O_RDONLY);
+      ::dup2(null, STDIN_FILENO);
+      if (null > STDERR_FILENO) ::close(null);
+      ::dup2(write_end.get(), STDOUT_FILENO);
+      ::dup2(write_end.get(), STDERR_FILENO);
+      if (::chdir("/tmp") != 0) _exit(127);
+      ::execl("/bin/sh", "sh", "-c", e.command.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    ::setpgid(job.pid, job.pid);
+    job.started = Clock::now();
+    job.deadline = job.started + timeout_;
+    scheduler_.started(entry);
+    jobs_.push_back(std::move(job));
+  }
+
+  // A program that could not even be started counts as failed.
+  void finish_without_running(std::size_t entry, const std::string& why) {
+    scheduler_.started(entry);
+    scheduler_.finished(entry);
+    report(plan_[entry].name, {fmt::format("# {}: {}", plan_[entry].name, why)}, "not ok", "");
+  }
+
+  void take_output(Job& job, std::string_view chunk) {
+    job.partial.append(chunk);
+    std::size_t start = 0;
+    for (;;) {
+      auto end = job.partial.find('\n', start);
+      if (end == std::string::npos) break;
+      add_line(job, job.partial.substr(start, end - start));
+      start = end + 1;
+    }
+    job.partial.erase(0, start);
+  }
+
+  void add_line(Job& job, std::string line) {
+    progress(fmt::format("out\t{}\t{}", plan_[job.entry].name, line));
+    job.lines.push_back(std::move(line));
+  }
+
+  void wait_for_events() {
+    if (jobs_.empty()) return;
+    std::vector<pollfd> fds;
+    auto now = Clock::now();
+    auto next = Clock::time_point::max();
+    for (auto& job : jobs_) {
+      fds.push_back({job.output ? job.output.get() : -1, POLLIN, 0});
+      if (!job.timed_out) next = std::min(next, job.deadline);
+    }
+    // A program that closed its output but has not exited yet is looked at
+    // again soon.
+    bool lingering = std::any_of(jobs_.begin(), jobs_.end(), [](const Job& j) { return !j.output; });
+    auto wait = next == Clock::time_point::max() ? std::chrono::milliseconds(1000)
+                                                  : std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
+    if (lingering) wait = std::min(wait, std::chrono::milliseconds(20));
+    int ready = ::poll(fds.data(), fds.size(), static_cast<int>(std::max<long long>(wait.count(), 0)));
+    if (ready < 0 && errno != EINTR) return;
+
+    for (std::size_t i = 0; i < jobs_.size(); ++i) {
+      Job& job = jobs_[i];
+      if (job.output && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+        char chunk[8192];
+        ssize_t got = ::read(job.output.get(), chunk, sizeof chunk);
+        if (got > 0) {
+          take_output(job, std::string_view(chunk, static_cast<std::size_t>(got)));
+        } else if (got == 0 || errno != EINTR) {
+          job.output.reset();
+        }
+      }
+      if (!job.timed_out && Clock::now() >= job.deadline) {
+        job.timed_out = true;
+        ::kill(-job.pid, SIGKILL);
+      }
+      if (!job.exited) {
+        int status = 0;
+        if (::waitpid(job.pid, &status, WNOHANG) == job.pid) {
+          job.exited = true;
+          job.status = status;
+        }
+      }
+    }
+    for (std::size_t i = 0; i < jobs_.size();) {
+      Job& job = jobs_[i];
+      // Done when it exited and its output is drained (or, after a timeout,
+      // when it exited: its children were killed with it).
+      if (job.exited && (!job.output || job.timed_out)) {
+        finish(job);
+        jobs_.erase(jobs_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  void finish(Job& job) {
+    if (!job.partial.empty()) add_line(job, std::exchange(job.partial, {}));
+    const auto& e = plan_[job.entry];
+    const double seconds = std::chrono::duration<double>(Clock::now() - job.started).count();
+    int code = WIFEXITED(job.status) ? WEXITSTATUS(job.status) : 128 + WTERMSIG(job.status);
+    std::string status = job.timed_out ? "timeout" : std::to_string(code);
+    kmsg(fmt::format("end {} {} exit={}", job.entry + 1, e.name, status));
+    progress(fmt::format("end\t{}\t{}\t{:.3f}", e.name, status, seconds));
+    scheduler_.finished(job.entry);
+
+    std::vector<std::string> block;
+    for (const auto& line : job.lines) block.push_back("    " + line);
+    if (job.timed_out) {
+      block.push_back(fmt::format("# {}: killed after {}s", e.name, timeout_.count()));
+      report(e.name, block, "not ok", " # TIMEOUT");
+    } else if (code == 0) {
+      report(e.name, block, "ok", "");
+    } else if (code == 4) {
+      report(e.name, block, "ok", " # SKIP");
+    } else {
+      block.push_back(fmt::format("# {}: exit status {}", e.name, code));
+      report(e.name, block, "not ok", "");
+    }
+  }
+
+  void report(const std::string& name, const std::vector<std::string>& block, std::string_view verdict,
+              std::string_view directive) {
+    std::string text;
+    for (const auto& line : block) text += line + "\n";
+    text += fmt::format("{} {} {}{}\n", verdict, ++reported_, name, directive);
+    write_all(results_.get(), text);
+  }
+
+  std::vector<lab::PlanEntry> plan_;
+  std::chrono::seconds timeout_;
+  UniqueFd results_;
+  UniqueFd progress_;
+  UniqueFd kmsg_;
+  std::size_t jobs_allowed_;
+  lab::Scheduler scheduler_;
+  std::vector<Job> jobs_;
+  int reported_ = 0;
+};
+
+int usage() {
+  fmt::print(stderr,
+             "usage: vfiolab-plan-runner --plan FILE --results FILE --progress FILE [--jobs N] [--timeout SECONDS]\n");
+  return 2;
+}
+
+std::optional<unsigned long> number(const std::string& text) {
+  unsigned long value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string plan_path, results_path, progress_path;
+  unsigned long jobs = 1, timeout = 900;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i + 1 >= argc) return usage();
+    std::string value = argv[++i];
+    if (arg == "--plan") {
+      plan_path = value;
+    } else if (arg == "--results") {
+      results_path = value;
+    } else if (arg == "--progress") {
+      progress_path = value;
+    } else if (arg == "--jobs" || arg == "--timeout") {
+      auto n = number(value);
+      if (!n) {
+        fmt::print(stderr, "vfiolab-plan-runner: {} wants a positive whole number, not '{}'\n", arg, value);
+        return 2;
+      }
+      (arg == "--jobs" ? jobs : timeout) = *n;
+    } else {
+      return usage();
+    }
+  }
+  if (plan_path.empty() || results_path.empty() || progress_path.empty()) return usage();
+
+  std::ifstream in(plan_path);
+  if (!in) {
+    fmt::print(stderr, "vfiolab-plan-runner: cannot read plan '{}'\n", plan_path);
+    return 1;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto plan = lab::parse_plan(text.str());
+  if (!plan) {
+    fmt::print(stderr, "vfiolab-plan-runner: {}\n", plan.error());
+    return 1;
+  }
+  // Serial ports in the guest; plain files when tried on a host.
+  UniqueFd results(::open(results_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  UniqueFd progress(::open(progress_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!results || !progress) {
+    fmt::print(stderr, "vfiolab-plan-runner: cannot open '{}': {}\n", !results ? results_path : progress_path,
+               std::strerror(errno));
+    return 1;
+  }
+  ::signal(SIGPIPE, SIG_IGN);
+  Runner(std::move(*plan), jobs, std::chrono::seconds(timeout), std::move(results), std::move(progress)).run();
+  return 0;
+}

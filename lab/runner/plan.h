@@ -1,0 +1,78 @@
+// The lab's plan: which programs the guest runs, and which of them may run
+// at the same time.
+//
+// A plan line is "NAME [+RESOURCE]... COMMAND": COMMAND is run by sh -c in
+// the guest. An entry holds the IOMMU groups of the devices its command
+// names (by a literal BDF or by a variable such as $EDU whose value is one),
+// plus its +RESOURCE words (for instance +hugepages-1g, one pool page that
+// two programs must not share). Two special words: +alone (nothing else runs
+// beside it, for performance programs) and +nodevice (the command names no
+// device and needs none). A command that names no device and does not say
+// +nodevice runs alone, since it may use one through VFIO_SELFTESTS_BDF.
+//
+// Entries keep the plan's order on each resource: an entry starts once no
+// earlier entry that shares a resource with it is unfinished, and while
+// fewer than `jobs` entries run.
+#pragma once
+
+#include <cstddef>
+#include <expected>
+#include <functional>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vfiolab::lab {
+
+struct PlanEntry {
+  std::string name;
+  std::vector<std::string> resources;  // the +RESOURCE words, without '+'
+  std::string command;
+  int line = 0;
+};
+
+// Lines that are empty or start with '#' are ignored. The error names the
+// line that is wrong (no command, a name used twice).
+std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view text);
+
+// The BDFs a command names: literal ones, and the values of the variables it
+// expands ($NAME or ${NAME...}) that are BDFs. `lookup` gives a variable's
+// value. Each BDF once, in the order of first appearance, in the long form.
+std::vector<std::string> named_devices(std::string_view command,
+                                       const std::function<std::optional<std::string>(std::string_view)>& lookup);
+
+inline constexpr std::string_view kAlone = "alone";
+inline constexpr std::string_view kNoDevice = "nodevice";
+
+// What an entry holds while it runs: its +RESOURCE words and one
+// "group:N" (or "device:BDF" for a device without a group) per device.
+// `group_of` gives a device's IOMMU group.
+std::set<std::string> entry_resources(const PlanEntry& entry, const std::vector<std::string>& devices,
+                                      const std::function<std::optional<int>(const std::string&)>& group_of);
+
+// Which entries may start now; see the file comment for the rules.
+class Scheduler {
+ public:
+  Scheduler(std::vector<std::set<std::string>> resources, std::size_t jobs);
+
+  // Entries that may start now, in plan order, at most as many as there are
+  // free job slots. The caller starts them and says so with started().
+  std::vector<std::size_t> ready() const;
+  void started(std::size_t entry);
+  void finished(std::size_t entry);
+  bool done() const;
+  std::size_t running() const { return running_; }
+
+ private:
+  enum class State { waiting, running, finished };
+  bool conflicts(std::size_t a, std::size_t b) const;
+
+  std::vector<std::set<std::string>> resources_;
+  std::vector<State> state_;
+  std::size_t jobs_;
+  std::size_t running_ = 0;
+};
+
+}  // namespace vfiolab::lab

@@ -1,0 +1,132 @@
+// The lab's plan: parsing, the devices a command names, the resources an
+// entry holds, and the order the scheduler starts entries in.
+#include "plan.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace vfiolab::lab {
+namespace {
+
+const std::map<std::string, std::string, std::less<>> kEnv = {
+    {"EDU", "0000:00:04.0"}, {"NVME", "0000:00:05.0"}, {"A", "0000:01:01.0"}, {"B", "0000:01:02.0"},
+    {"EMPTY", ""}, {"WORD", "hello"}};
+
+std::optional<std::string> lookup(std::string_view name) {
+  auto it = kEnv.find(name);
+  return it == kEnv.end() ? std::nullopt : std::optional<std::string>(it->second);
+}
+
+// The bridged pair shares group 7; the others have a group each.
+std::optional<int> group_of(const std::string& bdf) {
+  if (bdf == "0000:01:01.0" || bdf == "0000:01:02.0") return 7;
+  if (bdf == "0000:00:04.0") return 1;
+  if (bdf == "0000:00:05.0") return 2;
+  return std::nullopt;
+}
+
+std::set<std::string> held(const std::string& line) {
+  auto plan = parse_plan(line);
+  EXPECT_TRUE(plan) << plan.error();
+  const auto& entry = plan->at(0);
+  return entry_resources(entry, named_devices(entry.command, lookup), group_of);
+}
+
+TEST(LabPlan, ParsesNamesResourcesAndCommands) {
+  auto plan = parse_plan("# a comment\n\nfirst  cmd --x $EDU\nsecond +alone +pool  prog a b\r\n  \n");
+  ASSERT_TRUE(plan) << plan.error();
+  ASSERT_EQ(plan->size(), 2u);
+  EXPECT_EQ((*plan)[0].name, "first");
+  EXPECT_TRUE((*plan)[0].resources.empty());
+  EXPECT_EQ((*plan)[0].command, "cmd --x $EDU");
+  EXPECT_EQ((*plan)[0].line, 3);
+  EXPECT_EQ((*plan)[1].name, "second");
+  EXPECT_EQ((*plan)[1].resources, (std::vector<std::string>{"alone", "pool"}));
+  EXPECT_EQ((*plan)[1].command, "prog a b");
+}
+
+TEST(LabPlan, RejectsAnEntryWithoutCommandAndANameUsedTwice) {
+  auto empty = parse_plan("ok prog\nlonely +pool\n");
+  ASSERT_FALSE(empty);
+  EXPECT_NE(empty.error().find("line 2"), std::string::npos) << empty.error();
+  EXPECT_NE(empty.error().find("'lonely' has no command"), std::string::npos) << empty.error();
+  auto twice = parse_plan("a prog\nb prog\na other\n");
+  ASSERT_FALSE(twice);
+  EXPECT_NE(twice.error().find("line 3: the name 'a' is used twice"), std::string::npos) << twice.error();
+}
+
+TEST(LabPlan, NamedDevicesFromVariablesAndLiterals) {
+  EXPECT_EQ(named_devices("prog $EDU ${NVME} 0000:00:06.0 $EDU", lookup),
+            (std::vector<std::string>{"0000:00:04.0", "0000:00:05.0", "0000:00:06.0"}));
+  // ${X:+...} expansions name both the tested and the used variable.
+  EXPECT_EQ(named_devices("prog ${A:+--same-group $A,$B}", lookup),
+            (std::vector<std::string>{"0000:01:01.0", "0000:01:02.0"}));
+  // Unset, empty and non-BDF variables, and hex runs that only look alike.
+  EXPECT_TRUE(named_devices("prog $NOPE $EMPTY $WORD 10000:00:04.00 abc", lookup).empty());
+  // Only the long form is a literal BDF.
+  EXPECT_EQ(named_devices("prog 00:04.0", lookup), std::vector<std::string>{});
+}
+
+TEST(LabPlan, ResourcesAreGroupsPlusWords) {
+  EXPECT_EQ(held("x prog $EDU"), (std::set<std::string>{"group:1"}));
+  EXPECT_EQ(held("x prog $A"), (std::set<std::string>{"group:7"}));
+  EXPECT_EQ(held("x +hugepages-1g prog $EDU $NVME"), (std::set<std::string>{"group:1", "group:2", "hugepages-1g"}));
+  // A device without a group is held by its address.
+  EXPECT_EQ(held("x prog 0000:00:09.0"), (std::set<std::string>{"device:0000:00:09.0"}));
+  // No device named: alone, unless the entry says it needs none.
+  EXPECT_EQ(held("x prog"), (std::set<std::string>{"alone"}));
+  EXPECT_TRUE(held("x +nodevice prog").empty());
+}
+
+// Runs the scheduler to the end, starting what is ready and finishing the
+// oldest running entry each round; returns the rounds' started sets.
+std::vector<std::vector<std::size_t>> rounds(const std::vector<std::set<std::string>>& resources, std::size_t jobs) {
+  Scheduler scheduler(resources, jobs);
+  std::vector<std::vector<std::size_t>> started;
+  std::vector<std::size_t> running;
+  while (!scheduler.done()) {
+    auto ready = scheduler.ready();
+    for (auto entry : ready) {
+      scheduler.started(entry);
+      running.push_back(entry);
+    }
+    started.push_back(ready);
+    if (running.empty()) {
+      ADD_FAILURE() << "nothing runs and nothing is ready: the scheduler is stuck";
+      break;
+    }
+    scheduler.finished(running.front());
+    running.erase(running.begin());
+  }
+  return started;
+}
+
+TEST(LabPlan, SchedulerRunsDisjointEntriesTogether) {
+  using R = std::vector<std::vector<std::size_t>>;
+  // 0 and 1 share nothing: together. 2 waits for 0 (same group).
+  EXPECT_EQ(rounds({{"group:1"}, {"group:2"}, {"group:1"}}, 2), (R{{0, 1}, {2}, {}}));
+  // One job: strictly in plan order.
+  EXPECT_EQ(rounds({{"group:1"}, {"group:2"}, {"group:3"}}, 1), (R{{0}, {1}, {2}}));
+}
+
+TEST(LabPlan, SchedulerKeepsPlanOrderPerResource) {
+  using R = std::vector<std::vector<std::size_t>>;
+  // 2 could run beside 0 but must not overtake 1, which shares group 2 with
+  // it and is still waiting for group 1.
+  EXPECT_EQ(rounds({{"group:1"}, {"group:1", "group:2"}, {"group:2"}}, 2), (R{{0}, {1}, {2}}));
+  // An entry that shares nothing with the waiting ones may overtake them.
+  EXPECT_EQ(rounds({{"group:1"}, {"group:1"}, {"group:3"}}, 2), (R{{0, 2}, {1}, {}}));
+}
+
+TEST(LabPlan, SchedulerRunsAloneEntriesAlone) {
+  using R = std::vector<std::vector<std::size_t>>;
+  // The alone entry waits for everything before it and holds back
+  // everything after it.
+  EXPECT_EQ(rounds({{"group:1"}, {"alone"}, {"group:2"}}, 2), (R{{0}, {1}, {2}}));
+  // Entries without resources run beside anything but an alone one.
+  EXPECT_EQ(rounds({{}, {"group:1"}, {}}, 3), (R{{0, 1, 2}, {}, {}}));
+}
+
+}  // namespace
+}  // namespace vfiolab::lab
