@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     # build
-    g++ make cmake pkgconf libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+    g++ binutils make cmake pkgconf libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
     # lab kernel
     linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio rsync xz-utils kmod
     # lab machine

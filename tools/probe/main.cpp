@@ -5,7 +5,8 @@
 //   vfiolab-probe [--mode NAME]... [--share BDF,BDF]... BDF...
 //
 // Per mode and device: open, IDs against sysfs, map/lookup/unmap a buffer of
-// each backing, BAR0 through its mmap, every MSI/MSI-X vector enabled,
+// each backing (one buffer per backing, shared by every mode and device),
+// BAR0 through its mmap, every MSI/MSI-X vector enabled,
 // triggered and read back through its eventfd, reset (interrupts working
 // after it), hot-reset info. --share opens two devices on one Iommu and maps
 // one buffer for both. The open errors for a malformed BDF, an absent device
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -106,25 +108,56 @@ void fail_unless(bool condition, const std::string& what) {
 
 std::size_t probe_size(const BackingInfo& backing) { return backing.hugetlb ? backing.page_size : 64 * 1024; }
 
-void map_each_backing(Run& run, const std::string& prefix, const std::string& bdf, IommuMode mode) {
+// One buffer of each backing for the whole probe, allocated when first
+// asked for: each mode and device maps and unmaps the same memory, so a
+// 1 GiB page is faulted in (and zeroed) once, not once per mode and device.
+// Where the pool is too small to hold them all, the other HugeTLB buffers of
+// that page size are let go and the allocation tried again.
+class Buffers {
+ public:
+  DmaBuffer& get(const BackingInfo& backing) {
+    auto it = buffers_.find(backing.backing);
+    if (it == buffers_.end()) {
+      auto buffer = DmaBuffer::allocate(backing.backing, probe_size(backing));
+      if (!buffer && buffer.error().unsupported && backing.hugetlb && release_others(backing)) {
+        buffer = DmaBuffer::allocate(backing.backing, probe_size(backing));
+      }
+      it = buffers_.emplace(backing.backing, std::move(buffer)).first;
+    }
+    if (!it->second) throw VfioError(it->second.error());
+    return *it->second;
+  }
+
+ private:
+  bool release_others(const BackingInfo& backing) {
+    return std::erase_if(buffers_, [&](const auto& entry) {
+             const BackingInfo& other = backing_info(entry.first);
+             return entry.second && other.hugetlb && other.page_size == backing.page_size;
+           }) > 0;
+  }
+
+  std::map<Backing, Result<DmaBuffer>> buffers_;
+};
+
+// Through the Iommu the device was opened on (the device stays open: a
+// reopen would cost a device reset each time, 100 ms of FLR on nvme).
+void map_each_backing(Run& run, Buffers& buffers, const std::string& prefix, Iommu& iommu) {
   for (const BackingInfo& backing : all_backings()) {
     run.step(fmt::format("{}.map_{}", prefix, backing.name), [&](Outcome& outcome) {
-      auto iommu = check(Iommu::open(mode));
-      auto device = check(PciDevice::open(bdf, iommu));
-      DmaBuffer buffer = check(DmaBuffer::allocate(backing.backing, probe_size(backing)));
-      IovaAllocator allocator = iommu->iova_allocator();
+      DmaBuffer& buffer = buffers.get(backing);
+      IovaAllocator allocator = iommu.iova_allocator();
       std::uint64_t iova = [&] {
         auto got = allocator.allocate(buffer.size());
         if (!got) throw std::runtime_error(got.error());
         return *got;
       }();
       DmaRegion region{buffer.data(), iova, buffer.size()};
-      iommu->map(region);
-      std::uint64_t looked_up = check(iommu->to_iova(buffer.bytes() + buffer.size() / 2));
+      iommu.map(region);
+      std::uint64_t looked_up = check(iommu.to_iova(buffer.bytes() + buffer.size() / 2));
       fail_unless(looked_up == iova + buffer.size() / 2, fmt::format("to_iova gave {:#x}", looked_up));
-      std::uint64_t unmapped = iommu->unmap(region);
+      std::uint64_t unmapped = iommu.unmap(region);
       fail_unless(unmapped == buffer.size(), fmt::format("unmap reported {:#x} bytes, mapped {:#x}", unmapped, buffer.size()));
-      fail_unless(!iommu->to_iova(buffer.data()), "the region is still tracked after unmap");
+      fail_unless(!iommu.to_iova(buffer.data()), "the region is still tracked after unmap");
       outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), iova));
     });
   }
@@ -136,7 +169,7 @@ constexpr std::array kStepsAfterOpen{"bar0_mmap", "irqs", "intx", "reset", "hot_
 
 int steps_per_device() { return 1 + static_cast<int>(kStepsAfterOpen.size() + all_backings().size()); }
 
-void probe_device(Run& run, IommuMode mode, const std::string& bdf_text) {
+void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string& bdf_text) {
   const std::string prefix = fmt::format("{}.{}", iommu_mode_info(mode).name, bdf_text);
   std::shared_ptr<Iommu> iommu;
   std::unique_ptr<PciDevice> device;
@@ -242,9 +275,7 @@ void probe_device(Run& run, IommuMode mode, const std::string& bdf_text) {
     outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices->size(), list));
   });
 
-  device.reset();
-  iommu.reset();
-  map_each_backing(run, prefix, bdf_text, mode);
+  map_each_backing(run, buffers, prefix, *iommu);
 }
 
 void probe_sharing(Run& run, IommuMode mode, const std::string& a, const std::string& b) {
@@ -343,8 +374,9 @@ int main(int argc, char** argv) {
                           (static_cast<int>(devices.size()) * steps_per_device() + static_cast<int>(shares.size())) +
                       2 + (not_on_vfio_pci ? 1 : 0);
   Run run(planned);
+  Buffers buffers;
   for (IommuMode mode : modes) {
-    for (const auto& bdf : devices) probe_device(run, mode, bdf);
+    for (const auto& bdf : devices) probe_device(run, buffers, mode, bdf);
     for (const auto& [a, b] : shares) probe_sharing(run, mode, a, b);
   }
   probe_open_errors(run, not_on_vfio_pci);
