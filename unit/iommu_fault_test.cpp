@@ -146,5 +146,43 @@ TEST_F(SilentIommu, RealAmdAndIntelIommusAreNot) {
   EXPECT_FALSE(iommu_logs_no_faults(bdf("0000:00:05.0"), root_));  // no such device
 }
 
+// The window of Intel VT-d's fault-message rate limit, rebuilt from the log.
+std::vector<LogRecord> intel_faults(std::initializer_list<std::uint64_t> seconds_tenths) {
+  std::vector<LogRecord> records;
+  records.push_back({0, "e1000e 0000:00:06.0: unrelated"});
+  for (auto t : seconds_tenths) {
+    records.push_back({t * 100'000, "DMAR: DRHD: handling fault status reg 2"});
+    records.push_back({t * 100'000 + 10,
+                       "DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x10000 [fault reason 0x06] "
+                       "PTE Read access is not set"});
+  }
+  return records;
+}
+
+TEST(IntelFaultLogRateLimit, RoomWhileTheWindowHasSome) {
+  // Four faults (eight messages) in the window that began at 1.0 s: room
+  // for one more.
+  EXPECT_FALSE(intel_fault_log_full_until(intel_faults({10, 12, 14, 16}), 2'000'000, 2));
+  // Nothing from the handler at all.
+  EXPECT_FALSE(intel_fault_log_full_until({{5, "DMAR: IOMMU enabled"}}, 6, 2));
+}
+
+TEST(IntelFaultLogRateLimit, FullWindowEndsFiveSecondsAfterItsFirstMessage) {
+  auto until = intel_fault_log_full_until(intel_faults({10, 12, 14, 16, 18}), 2'000'000, 2);
+  ASSERT_TRUE(until);
+  EXPECT_EQ(*until, 6'000'000u);
+  // Once that time has passed, the next fault opens a new window.
+  EXPECT_FALSE(intel_fault_log_full_until(intel_faults({10, 12, 14, 16, 18}), 6'000'000, 2));
+}
+
+TEST(IntelFaultLogRateLimit, WindowsAreRebuiltFromTheFirstMessageAfterEach) {
+  // A full window from 1.0 s; at 6.5 s a new one begins (not at 6.0 s), and
+  // by 9.0 s it is full again: it ends at 11.5 s.
+  auto records = intel_faults({10, 11, 12, 13, 14, 65, 70, 75, 80, 85});
+  auto until = intel_fault_log_full_until(records, 9'000'000, 2);
+  ASSERT_TRUE(until);
+  EXPECT_EQ(*until, 11'500'000u);
+}
+
 }  // namespace
 }  // namespace vfiolab

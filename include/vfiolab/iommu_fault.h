@@ -11,6 +11,7 @@
 #include "vfiolab/sysfs.h"
 #include "vfiolab/unique_fd.h"
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -44,14 +45,38 @@ bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, 
 // (measured with QEMU 7.2). nullopt for every other IOMMU.
 std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::filesystem::path& sys_root = "/sys");
 
+// A kernel log record: when it was logged (microseconds since boot, the
+// printk clock /dev/kmsg reports) and its message.
+struct LogRecord {
+  std::uint64_t usec = 0;
+  std::string message;
+};
+
+// Intel VT-d's fault handler (dmar_fault) prints through one rate limit
+// (DEFAULT_RATELIMIT_INTERVAL and _BURST): at most 10 messages in a window
+// of 5 s that begins with the first message after the previous window
+// ended; each fault takes two, "DRHD: handling fault status reg" and the
+// fault itself. Given the log so far, when the window open at `now_usec`
+// cannot take `needed` more messages: the time it ends (usec). nullopt when
+// it can, or when nothing in the log is from that handler.
+inline constexpr std::uint64_t kIntelFaultLogWindowUsec = 5'000'000;
+inline constexpr int kIntelFaultLogBurst = 10;
+std::optional<std::uint64_t> intel_fault_log_full_until(const std::vector<LogRecord>& records, std::uint64_t now_usec,
+                                                        int needed);
+
 // Reads /dev/kmsg from the moment it was opened (earlier messages are
 // skipped). Needs CAP_SYSLOG or a permissive dmesg_restrict.
 class KernelLogReader {
  public:
   static Result<KernelLogReader> open();
+  // Every record still in the kernel's log buffer, oldest first.
+  static Result<std::vector<LogRecord>> read_all();
   // The messages logged since open() or the last call, without their
   // record headers.
   std::vector<std::string> read_new();
+  // Blocks until a new record can be read or `timeout` passed; true when
+  // one can.
+  bool wait(std::chrono::milliseconds timeout);
 
  private:
   explicit KernelLogReader(UniqueFd fd) : fd_(std::move(fd)) {}
