@@ -52,13 +52,16 @@ struct LogRecord {
   std::string message;
 };
 
-// Intel VT-d's fault handler (dmar_fault) prints through one rate limit
-// (DEFAULT_RATELIMIT_INTERVAL and _BURST): at most 10 messages in a window
-// of 5 s that begins with the first message after the previous window
-// ended; each fault takes two, "DRHD: handling fault status reg" and the
-// fault itself. Given the log so far, when the window open at `now_usec`
-// cannot take `needed` more messages: the time it ends (usec). nullopt when
-// it can, or when nothing in the log is from that handler.
+// Intel VT-d's fault handler (dmar_fault, as of Linux 6.12) prints through
+// one rate limit (DEFAULT_RATELIMIT_INTERVAL and _BURST: 10 per 5 s, the
+// window beginning with the first call after the previous one ended), and
+// asks it once for its "DRHD: handling fault status reg" line, once per
+// fault record it prints, and once more for the loop iteration that finds
+// no further record: a fault costs three, of which two show in the log.
+// Given the log so far, when the window open at `now_usec` cannot take
+// `needed` more: the time it ends (usec). nullopt when it can, or when
+// nothing in the log is from that handler. A kernel that counts otherwise
+// makes this a guess; callers still check the log afterwards.
 inline constexpr std::uint64_t kIntelFaultLogWindowUsec = 5'000'000;
 inline constexpr int kIntelFaultLogBurst = 10;
 std::optional<std::uint64_t> intel_fault_log_full_until(const std::vector<LogRecord>& records, std::uint64_t now_usec,
