@@ -84,7 +84,7 @@ lab_apt_prepare() {
     fi
     printf '%s\n' "$sources" >"$dir/sources.sources"
     echo "apt: fetching package lists for $* (private, in $dir)" >&2
-    if lab_apt "$name" apt-get -q update >&2; then
+    if lab_apt "$name" apt-get -q --error-on=any update >&2; then
         touch "$dir/updated"
     elif [ -f "$dir/updated" ]; then
         echo "apt: could not refresh the lists of $*; using the ones from $(date -r "$dir/updated")" >&2
@@ -93,22 +93,26 @@ lab_apt_prepare() {
     fi
 }
 
+# lab_apt_cached_deb PACKAGE VERSION: the cached .deb of that version, if any
+# (apt-get download writes the epoch's colon as %3a).
+lab_apt_cached_deb() {
+    local file
+    for file in "$LAB_CACHE/debs/${1}_${2/:/%3a}_"*.deb; do
+        [ -f "$file" ] && { echo "$file"; return 0; }
+    done
+    return 1
+}
+
 # lab_apt_download NAME PACKAGE=VERSION...: the .deb files, downloaded once
 # into $LAB_CACHE/debs; prints their paths.
 lab_apt_download() {
-    local name=$1 spec package version file files=() wanted=()
+    local name=$1 spec tmp wanted=()
     shift
     mkdir -p "$LAB_CACHE/debs"
     for spec in "$@"; do
-        package=${spec%%=*}
-        version=${spec#*=}
-        file=$(ls "$LAB_CACHE/debs/${package}_${version/:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
-        if [ -z "$file" ]; then
-            wanted+=("$spec")
-        fi
+        lab_apt_cached_deb "${spec%%=*}" "${spec#*=}" >/dev/null || wanted+=("$spec")
     done
     if [ ${#wanted[@]} -gt 0 ]; then
-        local tmp
         tmp=$(mktemp -d "$LAB_CACHE/debs/.download.XXXXXX")
         echo "apt: downloading ${wanted[*]}" >&2
         ( cd "$tmp" && lab_apt "$name" apt-get -q download "${wanted[@]}" ) >&2 ||
@@ -117,13 +121,8 @@ lab_apt_download() {
         rmdir "$tmp"
     fi
     for spec in "$@"; do
-        package=${spec%%=*}
-        version=${spec#*=}
-        file=$(ls "$LAB_CACHE/debs/${package}_${version/:/%3a}_"*.deb 2>/dev/null | head -n1 || true)
-        [ -n "$file" ] || die "apt: $spec was not downloaded"
-        files+=("$file")
+        lab_apt_cached_deb "${spec%%=*}" "${spec#*=}" || die "apt: $spec was not downloaded"
     done
-    printf '%s\n' "${files[@]}"
 }
 
 # lab_apt_candidate NAME PACKAGE: the version set NAME would install, or nothing.
