@@ -88,27 +88,54 @@ fi
 
 # Shared libraries: ldd names missing ones and missing symbol versions alike.
 unresolved() { ldd "$binary" 2>&1 | grep 'not found' || true; }
+
+# plan_libraries: from the binary's Depends (less the QEMU and firmware
+# packages unpacked above), print "NAME" for each package whose candidate in
+# the default suites satisfies the clause and "NAME/SUITE" for the others.
+# apt-get satisfy would not do: it never looks past a candidate version.
+plan_libraries() {
+    local clause name op wanted candidate
+    tr ',' '\n' <"$root/depends" | sed 's/^ *//; s/ *$//' | grep -vE '^(qemu-|seabios|ipxe-qemu)' |
+    while IFS= read -r clause; do
+        name=${clause%% *}
+        op=""
+        if [[ "$clause" =~ ^[^\ ]+\ \((<<|<=|=|>=|>>)\ ([^\)]+)\)$ ]]; then
+            op=${BASH_REMATCH[1]}
+            wanted=${BASH_REMATCH[2]}
+        fi
+        candidate=$(apt-cache policy "$name" 2>/dev/null | awk '$1 == "Candidate:" { print $2 }')
+        if [ -n "$candidate" ] && [ "$candidate" != "(none)" ] &&
+            { [ -z "$op" ] || dpkg --compare-versions "$candidate" "$op" "$wanted"; }; then
+            echo "$name"
+        else
+            echo "$name/$suite"
+        fi
+    done
+}
+
 if [ -n "$(unresolved)" ]; then
     echo "qemu: QEMU $version lacks shared libraries:" >&2
     unresolved >&2
-    # Its Depends, less the QEMU and firmware packages unpacked above.
-    depends=$(tr ',' '\n' <"$root/depends" | sed 's/^ *//; s/ *$//' |
-        grep -vE '^(qemu-|seabios|ipxe-qemu)' | paste -sd, | sed 's/,/, /g')
     sudo=""
     if [ "$(id -u)" != 0 ]; then
-        command -v sudo >/dev/null || die "qemu: need root to install: $depends"
+        command -v sudo >/dev/null || die "qemu: run 'sudo $0 $want' once to install them"
         sudo=sudo
     fi
     export DEBIAN_FRONTEND=noninteractive
-    echo "qemu: installing from the default suites: $depends" >&2
     $sudo apt-get -q update >&2
-    if ! $sudo apt-get -q -y --no-install-recommends satisfy "$depends" >&2; then
-        # Some version is only in $suite: let apt take those from there,
-        # with the system's sources (and real dpkg status) beside it.
-        echo "qemu: retrying with $suite beside the default suites" >&2
-        [ -z "$sudo" ] || die "qemu: that needs root: run 'sudo $0 $want' once"
+    mapfile -t libraries < <(plan_libraries)
+    if ! printf '%s\n' "${libraries[@]}" | grep -q /; then
+        echo "qemu: installing from the default suites: ${libraries[*]}" >&2
+        $sudo apt-get -q -y --no-install-recommends install "${libraries[@]}" >&2 ||
+            die "qemu: could not install the libraries QEMU $version needs"
+    else
+        # Those only $suite has new enough come from there; apt sees the
+        # system's sources (and real dpkg status) beside it, in a private
+        # lists directory.
+        [ -z "$sudo" ] || die "qemu: some libraries must come from $suite: run 'sudo $0 $want' once"
+        echo "qemu: installing (NAME/$suite from $suite, the rest from the default suites): ${libraries[*]}" >&2
         lab_apt_prepare "$suite+system" --with-system "$suite"
-        lab_apt "$suite+system" apt-get -q -y --no-install-recommends satisfy "$depends" >&2 ||
+        lab_apt "$suite+system" apt-get -q -y --no-install-recommends install "${libraries[@]}" >&2 ||
             die "qemu: could not install the libraries QEMU $version needs"
     fi
     [ -z "$(unresolved)" ] || { unresolved >&2; die "qemu: libraries still missing for $binary"; }
