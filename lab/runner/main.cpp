@@ -12,7 +12,8 @@
 //   plan  COUNT JOBS UPTIME          once, first
 //   start NAME  UPTIME               a program started
 //   out   NAME  TEXT                 a line of its output
-//   end   NAME  STATUS SECONDS       it finished (exit status, or "timeout")
+//   end   NAME  STATUS SECONDS       it finished (exit status, "timeout", or
+//                                    "not started")
 // The kernel log gets "vfiolab: begin N NAME" and "vfiolab: end N NAME
 // exit=S" (N is the plan position), so a kernel report can be tied to the
 // programs running when it appeared.
@@ -158,8 +159,10 @@ class Runner {
     jobs_.push_back(std::move(job));
   }
 
-  // A program that could not even be started counts as failed.
+  // A program that could not even be started counts as failed (the live
+  // view, which may have been told it started, hears that it ended).
   void finish_without_running(std::size_t entry, const std::string& why) {
+    progress(fmt::format("end\t{}\tnot started\t0", plan_[entry].name));
     scheduler_.started(entry);
     scheduler_.finished(entry);
     report(plan_[entry].name, {fmt::format("# {}: {}", plan_[entry].name, why)}, "not ok", "");
