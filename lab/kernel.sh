@@ -95,20 +95,33 @@ fi
 
 jobs=$(( $(nproc) + 1 ))
 
-# uAPI headers depend on the source alone: one copy per source identity, which
-# both the host build and every kernel built from that source use, so
-# vfiolab's build directory sees one header path and is not rebuilt.
+# uAPI headers depend on the source alone. They are kept once per content
+# (headers-HASH), and each source identity points at its copy: after an edit
+# that leaves the uAPI alone (the usual kernel change), vfiolab's build sees
+# the same header path and files and rebuilds nothing. headers_install runs
+# in a build folder kept per tree, so it is incremental too.
 headers_key=$(printf '%s\n' "headers" "$identity" | sha256sum | cut -c1-16)
 headers="$LAB_CACHE/kernel/$headers_key"
 if [ ! -f "$headers/.complete" ]; then
-    rm -rf "$headers"
-    mkdir -p "$headers"
-    echo "$identity" >"$headers/identity"
     log "installing uAPI headers from $tree"
-    make -s -C "$tree" O="$LAB_CACHE/build/headers-$headers_key" ARCH=x86_64 \
-        INSTALL_HDR_PATH="$headers/usr" headers_install >&2
-    touch "$headers/.complete"
+    mkdir -p "$LAB_CACHE/kernel"
+    staging=$(mktemp -d "$LAB_CACHE/kernel/headers-staging.XXXXXX")
+    headers_build="$LAB_CACHE/build/headers-$(printf '%s\n' "$tree" | sha256sum | cut -c1-16)"
+    make -s -C "$tree" O="$headers_build" ARCH=x86_64 INSTALL_HDR_PATH="$staging/usr" headers_install >&2
+    content=$(cd "$staging" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+    copy="$LAB_CACHE/kernel/headers-$content"
+    if [ -f "$copy/.complete" ]; then
+        rm -rf "$staging"
+    else
+        rm -rf "$copy"
+        echo "$identity" >"$staging/identity"
+        touch "$staging/.complete"
+        mv "$staging" "$copy"
+    fi
+    rm -rf "$headers"
+    ln -sfn "$copy" "$headers"
 fi
+headers=$(realpath "$headers")
 if [ "$headers_only" = 1 ]; then
     echo "$headers"
     exit 0
