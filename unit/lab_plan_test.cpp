@@ -56,6 +56,34 @@ TEST(LabPlan, RejectsAnEntryWithoutCommandAndANameUsedTwice) {
   EXPECT_NE(twice.error().find("line 3: the name 'a' is used twice"), std::string::npos) << twice.error();
 }
 
+TEST(LabPlan, NeedsAreConditionsNotResources) {
+  auto plan = parse_plan("igb +needs:IGB +pool prog $IGB\nplain prog\n");
+  ASSERT_TRUE(plan) << plan.error();
+  EXPECT_EQ((*plan)[0].needs, (std::vector<std::string>{"IGB"}));
+  EXPECT_EQ((*plan)[0].resources, (std::vector<std::string>{"pool"}));
+  EXPECT_TRUE((*plan)[1].needs.empty());
+
+  std::map<std::string, std::string, std::less<>> env{{"IGB", "0000:00:09.0"}};
+  auto look = [&](std::string_view name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+  EXPECT_FALSE(unmet_need((*plan)[0], look));
+  EXPECT_FALSE(unmet_need((*plan)[1], look));
+  env["IGB"] = "";
+  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: this machine does not provide it");
+  env["LAB_ABSENT_IGB"] = "QEMU 7.2.22 has no igb device";
+  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
+  env.erase("IGB");
+  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
+
+  for (const char* bad : {"x +needs: prog\n", "x +needs:1GB prog\n", "x +needs:I-GB prog\n"}) {
+    auto rejected = parse_plan(bad);
+    ASSERT_FALSE(rejected) << bad;
+    EXPECT_NE(rejected.error().find("does not name a variable"), std::string::npos) << rejected.error();
+  }
+}
+
 TEST(LabPlan, NamedDevicesFromVariablesAndLiterals) {
   EXPECT_EQ(named_devices("prog $EDU ${NVME} 0000:00:06.0 $EDU", lookup),
             (std::vector<std::string>{"0000:00:04.0", "0000:00:05.0", "0000:00:06.0"}));

@@ -9,6 +9,12 @@
 //       Parse the finished run: per-program and total counts, kernel
 //       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
 //       JUnit XML. Exit 0 when nothing failed, 1 otherwise.
+//   vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--note TEXT]...
+//       Hold the finished run against its lane's expectations (expect.h):
+//       every difference, kernel report and note fails it. --draft writes
+//       an expectations file for what the run did. Exit 0 when the run was
+//       as expected, 1 otherwise.
+#include "expect.h"
 #include "junit.h"
 #include "progress.h"
 
@@ -84,27 +90,51 @@ void print_failures(const ktap::Result& result, const std::string& path) {
   for (std::size_t i = first; i < lines.size(); ++i) fmt::print("       {}\n", lines[i]);
 }
 
-int summarize(const std::string& ktap_path, const std::string& log_path, const std::string& junit_path,
-              std::vector<std::string> notes) {
+// What a finished run left: its results, the kernel's reports, and notes on
+// what went wrong around the tests (each counts as one failure).
+struct Run {
+  ktap::Document document;
+  std::vector<kernel_log::Finding> findings;
+  std::vector<std::string> notes;
+  int missing = 0;  // programs the plan promised that never reported
+
+  int extra_failures() const {
+    // A note about missing programs stands for those programs; other notes
+    // (timeouts, QEMU errors) count once each, as does every kernel report.
+    return static_cast<int>(findings.size() + notes.size()) + (missing > 0 ? missing - 1 : 0);
+  }
+};
+
+std::optional<Run> load_run(const std::string& ktap_path, const std::string& log_path, std::vector<std::string> notes) {
   auto ktap_text = read_file(ktap_path);
   if (!ktap_text) {
     fmt::print(stderr, "vfiolab-lab-report: cannot read KTAP file '{}'\n", ktap_path);
-    return 2;
+    return std::nullopt;
   }
   auto log_text = read_file(log_path);
   if (!log_text) notes.push_back(fmt::format("no kernel log at '{}'", log_path));
 
-  ktap::Document document = ktap::parse(*ktap_text);
-  std::vector<kernel_log::Finding> findings = log_text ? kernel_log::scan(*log_text) : std::vector<kernel_log::Finding>{};
-
-  // Programs the plan promised that never reported each count as a failure.
-  int missing = 0;
+  Run run;
+  run.document = ktap::parse(*ktap_text);
+  if (log_text) run.findings = kernel_log::scan(*log_text);
+  const auto& document = run.document;
   if (!document.plan) {
     notes.push_back("the guest never started its plan (no KTAP plan line on the results port)");
   } else if (static_cast<std::size_t>(*document.plan) > document.results.size()) {
-    missing = *document.plan - static_cast<int>(document.results.size());
-    notes.push_back(fmt::format("{} of {} programs never reported (the guest stopped early)", missing, *document.plan));
+    run.missing = *document.plan - static_cast<int>(document.results.size());
+    notes.push_back(
+        fmt::format("{} of {} programs never reported (the guest stopped early)", run.missing, *document.plan));
   }
+  run.notes = std::move(notes);
+  return run;
+}
+
+int summarize(const std::string& ktap_path, const std::string& log_path, const std::string& junit_path,
+              std::vector<std::string> notes) {
+  auto loaded = load_run(ktap_path, log_path, std::move(notes));
+  if (!loaded) return 2;
+  const ktap::Document& document = loaded->document;
+  const auto& findings = loaded->findings;
 
   std::size_t width = 40;
   for (const auto& program : document.results) width = std::max(width, program.name.size() + 1);
@@ -134,15 +164,12 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
     fmt::print("\nKTAP problems (input kept as far as it parsed):\n");
     for (const auto& problem : document.problems) fmt::print("  line {}: {}\n", problem.line, problem.message);
   }
-  for (const auto& note : notes) fmt::print("\nlab: {}\n", note);
-
-  // A note about missing programs stands for those programs; other notes
-  // (timeouts, QEMU errors) count once each, as does every kernel report.
-  total.failed += static_cast<int>(findings.size() + notes.size()) + (missing > 0 ? missing - 1 : 0);
+  for (const auto& note : loaded->notes) fmt::print("\nlab: {}\n", note);
+  total.failed += loaded->extra_failures();
 
   if (!junit_path.empty()) {
     std::ofstream out(junit_path);
-    out << lab::junit_xml(document, findings, notes);
+    out << lab::junit_xml(document, findings, loaded->notes);
     if (!out) fmt::print(stderr, "vfiolab-lab-report: cannot write '{}'\n", junit_path);
   }
 
@@ -150,10 +177,51 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
   return total.failed > 0 ? 1 : 0;
 }
 
+// The run held against its lane's expectations (expect.h). Kernel reports
+// and notes are never expected: each fails the lane.
+int expect(const std::string& ktap_path, const std::string& log_path, const std::string& expect_path,
+           const std::string& draft_path, std::vector<std::string> notes) {
+  auto loaded = load_run(ktap_path, log_path, std::move(notes));
+  if (!loaded) return 2;
+  const auto run = lab::leaves(loaded->document);
+  if (!draft_path.empty()) {
+    std::ofstream out(draft_path);
+    out << lab::draft_expectations(run);
+    if (!out) fmt::print(stderr, "vfiolab-lab-report: cannot write '{}'\n", draft_path);
+  }
+  auto text = read_file(expect_path);
+  if (!text) {
+    fmt::print(stderr, "vfiolab-lab-report: cannot read expectations '{}'\n", expect_path);
+    return 2;
+  }
+  auto expected = lab::parse_expectations(*text);
+  if (!expected) {
+    fmt::print(stderr, "vfiolab-lab-report: {}: {}\n", expect_path, expected.error());
+    return 2;
+  }
+  const lab::Verdict verdict = lab::check(run, *expected);
+  fmt::print("\nexpectations: {}\n", expect_path);
+  fmt::print("  known failures that failed, as listed: {}\n", verdict.known_failures.size());
+  for (const auto& id : verdict.known_failures) fmt::print("    {}\n", id);
+  fmt::print("  differences: {}\n", verdict.problems.size());
+  for (const auto& problem : verdict.problems) fmt::print("    {}\n", problem);
+  for (const auto& finding : loaded->findings) {
+    fmt::print("  kernel {} {} (kernel log line {})\n", kernel_log::kind_name(finding.kind),
+               finding.program.empty() ? "outside any program" : "during " + finding.program, finding.line);
+  }
+  for (const auto& note : loaded->notes) fmt::print("  lab: {}\n", note);
+  const int failed = static_cast<int>(verdict.problems.size()) + loaded->extra_failures();
+  fmt::print("  verdict: {}\n", failed == 0 ? "as expected" : "NOT as expected");
+  fmt::print("\n{} passed, {} failed, {} skipped\n", verdict.passed, failed, verdict.skipped);
+  return failed == 0 ? 0 : 1;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]\n"
-             "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n");
+             "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n"
+             "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] "
+             "[--note TEXT]...\n");
   return 2;
 }
 
@@ -177,8 +245,8 @@ int main(int argc, char** argv) {
     }
     return follow(verbose, timing, tests);
   }
-  if (args[0] != "summarize") return usage();
-  std::string ktap_path, log_path, junit_path;
+  if (args[0] != "summarize" && args[0] != "expect") return usage();
+  std::string ktap_path, log_path, junit_path, expect_path, draft_path;
   std::vector<std::string> notes;
   for (std::size_t i = 1; i < args.size(); ++i) {
     if (i + 1 >= args.size()) return usage();
@@ -187,8 +255,12 @@ int main(int argc, char** argv) {
       ktap_path = value;
     } else if (args[i] == "--kernel-log") {
       log_path = value;
-    } else if (args[i] == "--junit") {
+    } else if (args[i] == "--junit" && args[0] == "summarize") {
       junit_path = value;
+    } else if (args[i] == "--expect" && args[0] == "expect") {
+      expect_path = value;
+    } else if (args[i] == "--draft" && args[0] == "expect") {
+      draft_path = value;
     } else if (args[i] == "--note") {
       notes.push_back(value);
     } else {
@@ -197,5 +269,9 @@ int main(int argc, char** argv) {
     ++i;
   }
   if (ktap_path.empty() || log_path.empty()) return usage();
+  if (args[0] == "expect") {
+    if (expect_path.empty()) return usage();
+    return expect(ktap_path, log_path, expect_path, draft_path, std::move(notes));
+  }
   return summarize(ktap_path, log_path, junit_path, std::move(notes));
 }

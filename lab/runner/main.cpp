@@ -64,6 +64,11 @@ std::string uptime() {
   return seconds.empty() ? "0" : seconds;
 }
 
+std::optional<std::string> environment(std::string_view name) {
+  const char* value = std::getenv(std::string(name).c_str());
+  return value ? std::optional<std::string>(value) : std::nullopt;
+}
+
 struct Job {
   std::size_t entry = 0;
   pid_t pid = -1;
@@ -103,17 +108,13 @@ class Runner {
  private:
   std::vector<std::set<std::string>> resources() {
     Sysfs sysfs;
-    auto lookup = [](std::string_view name) -> std::optional<std::string> {
-      const char* value = std::getenv(std::string(name).c_str());
-      return value ? std::optional<std::string>(value) : std::nullopt;
-    };
     auto group_of = [&](const std::string& text) -> std::optional<int> {
       auto bdf = parse_bdf(text);
       return bdf ? sysfs.iommu_group(*bdf) : std::nullopt;
     };
     std::vector<std::set<std::string>> held;
     for (const auto& entry : plan_) {
-      held.push_back(lab::entry_resources(entry, lab::named_devices(entry.command, lookup), group_of));
+      held.push_back(lab::entry_resources(entry, lab::named_devices(entry.command, environment), group_of));
     }
     return held;
   }
@@ -125,6 +126,14 @@ class Runner {
 
   void start(std::size_t entry) {
     const auto& e = plan_[entry];
+    if (auto why = lab::unmet_need(e, environment)) {
+      progress(fmt::format("start\t{}\t{}", e.name, uptime()));
+      progress(fmt::format("end\t{}\t4\t0", e.name));
+      scheduler_.started(entry);
+      scheduler_.finished(entry);
+      report(e.name, {fmt::format("# {}: not run: {}", e.name, *why)}, "ok", " # SKIP " + *why);
+      return;
+    }
     int fds[2];
     Job job;
     job.entry = entry;

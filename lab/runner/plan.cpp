@@ -67,7 +67,18 @@ std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view t
         rest = before;
         break;
       }
-      entry.resources.emplace_back(word.substr(1));
+      word.remove_prefix(1);
+      if (word.starts_with(kNeeds)) {
+        word.remove_prefix(kNeeds.size());
+        bool valid = !word.empty();
+        for (std::size_t i = 0; i < word.size() && valid; ++i) valid = is_name_char(word[i], i == 0);
+        if (!valid) {
+          return std::unexpected(fmt::format("plan line {}: '+{}{}' does not name a variable", number, kNeeds, word));
+        }
+        entry.needs.emplace_back(word);
+      } else {
+        entry.resources.emplace_back(word);
+      }
     }
     while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
     if (rest.empty()) return std::unexpected(fmt::format("plan line {}: '{}' has no command", number, entry.name));
@@ -104,6 +115,17 @@ std::vector<std::string> named_devices(std::string_view command,
     at = end - 1;
   }
   return devices;
+}
+
+std::optional<std::string> unmet_need(const PlanEntry& entry,
+                                      const std::function<std::optional<std::string>(std::string_view)>& lookup) {
+  for (const auto& name : entry.needs) {
+    auto value = lookup(name);
+    if (value && !value->empty()) continue;
+    auto why = lookup("LAB_ABSENT_" + name);
+    return fmt::format("${} is empty: {}", name, why && !why->empty() ? *why : "this machine does not provide it");
+  }
+  return std::nullopt;
 }
 
 std::set<std::string> entry_resources(const PlanEntry& entry, const std::vector<std::string>& devices,

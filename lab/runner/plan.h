@@ -10,6 +10,11 @@
 // device and needs none). A command that names no device and does not say
 // +nodevice runs alone, since it may use one through VFIO_SELFTESTS_BDF.
 //
+// +needs:VAR is a condition, not a resource: the entry runs only when the
+// variable VAR is set and not empty (a device this machine may lack, such
+// as $IGB). Otherwise the runner reports it skipped, with the reason the
+// lab left in $LAB_ABSENT_VAR.
+//
 // Entries keep the plan's order on each resource: an entry starts once no
 // earlier entry that shares a resource with it is unfinished, and while
 // fewer than `jobs` entries run.
@@ -29,6 +34,7 @@ namespace vfiolab::lab {
 struct PlanEntry {
   std::string name;
   std::vector<std::string> resources;  // the +RESOURCE words, without '+'
+  std::vector<std::string> needs;      // the +needs:VAR variables
   std::string command;
   int line = 0;
 };
@@ -44,6 +50,13 @@ std::vector<std::string> named_devices(std::string_view command,
                                        const std::function<std::optional<std::string>(std::string_view)>& lookup);
 
 inline constexpr std::string_view kAlone = "alone";
+inline constexpr std::string_view kNeeds = "needs:";
+
+// Why an entry cannot run here: the first of its +needs:VAR variables that
+// is unset or empty, with the reason `lookup` finds in LAB_ABSENT_VAR (or a
+// plain one). Empty when it can run.
+std::optional<std::string> unmet_need(const PlanEntry& entry,
+                                      const std::function<std::optional<std::string>(std::string_view)>& lookup);
 inline constexpr std::string_view kNoDevice = "nodevice";
 
 // What an entry holds while it runs: its +RESOURCE words and one

@@ -1,0 +1,179 @@
+#include "expect.h"
+
+#include <fmt/format.h>
+
+#include <map>
+
+namespace vfiolab::lab {
+namespace {
+
+bool is_space(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view trim(std::string_view text) {
+  while (!text.empty() && (is_space(text.front()) || text.front() == '\r')) text.remove_prefix(1);
+  while (!text.empty() && (is_space(text.back()) || text.back() == '\r')) text.remove_suffix(1);
+  return text;
+}
+
+std::string_view next_word(std::string_view& text) {
+  text = trim(text);
+  std::size_t end = 0;
+  while (end < text.size() && !is_space(text[end])) ++end;
+  std::string_view word = text.substr(0, end);
+  text.remove_prefix(end);
+  return word;
+}
+
+void collect(const std::vector<ktap::Result>& results, const std::string& parent, std::vector<Leaf>& out) {
+  std::map<std::string, int> seen;
+  for (const auto& result : results) {
+    std::string name = result.name;
+    if (int n = ++seen[name]; n > 1) name += fmt::format(" #{}", n);
+    const std::string id = parent.empty() ? name : parent + "/" + name;
+    const ktap::Outcome outcome = ktap::outcome(result);
+    collect(result.subtests, id, out);
+    // A result with tests of its own is one of them only when it failed
+    // without any of them failing.
+    if (!result.subtests.empty()) {
+      int failed_below = 0;
+      for (const auto& subtest : result.subtests) failed_below += ktap::count(subtest).failed;
+      if (outcome != ktap::Outcome::fail || failed_below > 0) continue;
+    }
+    out.push_back({id, outcome, outcome == ktap::Outcome::skip ? result.reason : std::string()});
+  }
+}
+
+std::string_view kind_name(Expectation::Kind kind) {
+  switch (kind) {
+    case Expectation::Kind::fail: return "fail";
+    case Expectation::Kind::flaky: return "flaky";
+    case Expectation::Kind::skip: return "skip";
+  }
+  return "?";
+}
+
+std::string_view outcome_name(ktap::Outcome outcome) {
+  switch (outcome) {
+    case ktap::Outcome::pass: return "passed";
+    case ktap::Outcome::fail: return "failed";
+    case ktap::Outcome::skip: return "skipped";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::vector<Leaf> leaves(const ktap::Document& document) {
+  std::vector<Leaf> out;
+  collect(document.results, "", out);
+  return out;
+}
+
+std::expected<std::vector<Expectation>, std::string> parse_expectations(std::string_view text) {
+  std::vector<Expectation> entries;
+  std::map<std::string, int, std::less<>> lines;
+  int number = 0;
+  while (!text.empty()) {
+    auto end = text.find('\n');
+    std::string_view line = trim(text.substr(0, end));
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+    ++number;
+    if (line.empty() || line.front() == '#') continue;
+    Expectation entry;
+    entry.line = number;
+    std::string_view kind = next_word(line);
+    if (kind == "fail") {
+      entry.kind = Expectation::Kind::fail;
+    } else if (kind == "flaky") {
+      entry.kind = Expectation::Kind::flaky;
+    } else if (kind == "skip") {
+      entry.kind = Expectation::Kind::skip;
+    } else {
+      return std::unexpected(fmt::format("line {}: '{}' is not fail, flaky or skip", number, kind));
+    }
+    entry.id = std::string(next_word(line));
+    entry.text = std::string(trim(line));
+    if (entry.id.empty()) return std::unexpected(fmt::format("line {}: '{}' names no test", number, kind));
+    if (entry.text.empty()) {
+      return std::unexpected(fmt::format("line {}: {} {} has no {}", number, kind, entry.id,
+                                         entry.kind == Expectation::Kind::skip ? "reason" : "evidence"));
+    }
+    if (auto [it, added] = lines.emplace(entry.id, number); !added) {
+      return std::unexpected(fmt::format("line {}: {} is already listed on line {}", number, entry.id, it->second));
+    }
+    entries.push_back(std::move(entry));
+  }
+  return entries;
+}
+
+Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expected) {
+  std::map<std::string, const Expectation*, std::less<>> by_id;
+  for (const auto& entry : expected) by_id.emplace(entry.id, &entry);
+  std::map<std::string, bool, std::less<>> met;
+
+  Verdict verdict;
+  for (const auto& leaf : run) {
+    auto it = by_id.find(leaf.id);
+    const Expectation* entry = it == by_id.end() ? nullptr : it->second;
+    if (entry) met[entry->id] = true;
+    auto listed_as = [&] {
+      return fmt::format("listed as {} on line {}: {}", entry->kind == Expectation::Kind::skip ? "a SKIP" : "failing",
+                         entry->line, entry->text);
+    };
+    switch (leaf.outcome) {
+      case ktap::Outcome::pass:
+        if (!entry || entry->kind == Expectation::Kind::flaky) {
+          ++verdict.passed;
+        } else if (entry->kind == Expectation::Kind::fail) {
+          verdict.problems.push_back(fmt::format("stale: {} passed, {}", leaf.id, listed_as()));
+        } else {
+          verdict.problems.push_back(fmt::format("SKIP gone: {} passed, {}", leaf.id, listed_as()));
+        }
+        break;
+      case ktap::Outcome::fail:
+        if (entry && entry->kind != Expectation::Kind::skip) {
+          verdict.known_failures.push_back(leaf.id);
+        } else if (entry) {
+          verdict.problems.push_back(fmt::format("SKIP gone: {} failed, {}", leaf.id, listed_as()));
+        } else {
+          verdict.problems.push_back(fmt::format("failed, not listed: {}", leaf.id));
+        }
+        break;
+      case ktap::Outcome::skip:
+        if (!entry) {
+          verdict.problems.push_back(fmt::format("new SKIP: {}: {}", leaf.id, leaf.reason));
+        } else if (entry->kind != Expectation::Kind::skip) {
+          verdict.problems.push_back(fmt::format("stale: {} skipped ({}), {}", leaf.id, leaf.reason, listed_as()));
+        } else if (entry->text != leaf.reason) {
+          verdict.problems.push_back(
+              fmt::format("SKIP reason changed: {}: now '{}', line {} says '{}'", leaf.id, leaf.reason, entry->line,
+                          entry->text));
+        } else {
+          ++verdict.skipped;
+        }
+        break;
+    }
+  }
+  for (const auto& entry : expected) {
+    if (met.contains(entry.id)) continue;
+    verdict.problems.push_back(fmt::format("{}: {} (line {}, {}) did not run",
+                                           entry.kind == Expectation::Kind::skip ? "SKIP gone" : "stale", entry.id,
+                                           entry.line, kind_name(entry.kind)));
+  }
+  return verdict;
+}
+
+std::string draft_expectations(const std::vector<Leaf>& run) {
+  std::string text;
+  for (const auto& leaf : run) {
+    if (leaf.outcome == ktap::Outcome::skip) {
+      text += fmt::format("skip {} {}\n", leaf.id, leaf.reason.empty() ? "(no reason given)" : leaf.reason);
+    } else if (leaf.outcome == ktap::Outcome::fail) {
+      text += fmt::format("# {}: fail {} EVIDENCE (confirm, then write the evidence and uncomment)\n",
+                          outcome_name(leaf.outcome), leaf.id);
+    }
+  }
+  return text;
+}
+
+}  // namespace vfiolab::lab

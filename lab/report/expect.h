@@ -1,0 +1,65 @@
+// A lab run held against what is expected of its lane: which tests are known
+// to fail (with the evidence) and which SKIP (with their reasons).
+//
+// An expectations file has one entry a line; '#' starts a comment line:
+//
+//   fail  ID  EVIDENCE   a known failure: the run passes while ID fails
+//   flaky ID  EVIDENCE   fails some runs and not others: either is accepted
+//   skip  ID  REASON     an expected SKIP, with the reason the test prints
+//
+// ID is the test's path in the run's KTAP, program and test names joined by
+// '/' (vfio_pci_driver_test:edu/vfio_pci_driver_test.iommufd.memcpy_success).
+// A program that failed with no failing test of its own (a crash, an exit
+// status, a timeout) is its own ID.
+//
+// Held against a run, every difference is a problem that fails the lane: a
+// failure not listed, a listed failure that passed or did not run (stale), a
+// SKIP not listed, a listed SKIP that did not skip or skipped for another
+// reason.
+#pragma once
+
+#include "vfiolab/ktap.h"
+
+#include <expected>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vfiolab::lab {
+
+// One test of a run, at the bottom of the KTAP tree.
+struct Leaf {
+  std::string id;
+  ktap::Outcome outcome = ktap::Outcome::pass;
+  std::string reason;  // a SKIP's reason
+};
+
+// Every test of the run, in document order. A name that repeats under one
+// parent gets " #2", " #3"... so each ID is unique.
+std::vector<Leaf> leaves(const ktap::Document& document);
+
+struct Expectation {
+  enum class Kind { fail, flaky, skip };
+  Kind kind = Kind::fail;
+  std::string id;
+  std::string text;  // the evidence, or the SKIP's reason
+  int line = 0;
+};
+
+// The error names the line and what is wrong with it.
+std::expected<std::vector<Expectation>, std::string> parse_expectations(std::string_view text);
+
+struct Verdict {
+  int passed = 0;
+  int skipped = 0;                          // expected SKIPs with their reasons
+  std::vector<std::string> known_failures;  // listed failures (fail or flaky) that failed
+  std::vector<std::string> problems;        // each one fails the lane
+};
+
+Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expected);
+
+// An expectations file for what a run did: its SKIPs as entries, its
+// failures as comments for a person to confirm with evidence.
+std::string draft_expectations(const std::vector<Leaf>& run);
+
+}  // namespace vfiolab::lab

@@ -1,0 +1,142 @@
+// A lab run held against its lane's expectations: the tests a KTAP document
+// holds, the expectations file, and every way the two can disagree.
+#include "expect.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace vfiolab::lab {
+namespace {
+
+// Two programs as the guest reports them: one with tests (a pass, a known
+// failure, a SKIP), one that crashed without a failing test of its own.
+constexpr std::string_view kRun =
+    "KTAP version 1\n"
+    "1..3\n"
+    "    KTAP version 1\n"
+    "    1..4\n"
+    "    ok 1 copy.type1\n"
+    "    not ok 2 copy.iommufd\n"
+    "    ok 3 reset # SKIP the device has no reset\n"
+    "    ok 4 copy.type1\n"
+    "ok 1 driver:edu\n"
+    "    KTAP version 1\n"
+    "    1..1\n"
+    "    ok 1 open\n"
+    "not ok 2 probe\n"
+    "ok 3 igb # SKIP $IGB is empty: QEMU 7.2.22 has no igb device\n";
+
+std::vector<Leaf> run_leaves() { return leaves(ktap::parse(kRun)); }
+
+std::vector<Expectation> parsed(std::string_view text) {
+  auto entries = parse_expectations(text);
+  EXPECT_TRUE(entries) << entries.error();
+  return entries ? *entries : std::vector<Expectation>{};
+}
+
+bool has_problem(const Verdict& verdict, std::string_view text) {
+  return std::any_of(verdict.problems.begin(), verdict.problems.end(),
+                     [&](const std::string& p) { return p.find(text) != std::string::npos; });
+}
+
+constexpr std::string_view kMatching =
+    "# known\n"
+    "fail driver:edu/copy.iommufd  QEMU bug: see README\n"
+    "fail probe  crashes on 6.12 (kernel log in CI run 12)\n"
+    "skip driver:edu/reset the device has no reset\n"
+    "skip igb $IGB is empty: QEMU 7.2.22 has no igb device\n";
+
+TEST(LabExpect, LeavesAreTestsWithPathsAndUniqueNames) {
+  auto run = run_leaves();
+  ASSERT_EQ(run.size(), 7u);
+  EXPECT_EQ(run[0].id, "driver:edu/copy.type1");
+  EXPECT_EQ(run[1].id, "driver:edu/copy.iommufd");
+  EXPECT_EQ(run[1].outcome, ktap::Outcome::fail);
+  EXPECT_EQ(run[2].id, "driver:edu/reset");
+  EXPECT_EQ(run[2].reason, "the device has no reset");
+  EXPECT_EQ(run[3].id, "driver:edu/copy.type1 #2");
+  EXPECT_EQ(run[4].id, "probe/open");
+  // The program failed with no failing test: it stands for itself.
+  EXPECT_EQ(run[5].id, "probe");
+  EXPECT_EQ(run[5].outcome, ktap::Outcome::fail);
+  EXPECT_EQ(run[6].id, "igb");
+  EXPECT_EQ(run[6].outcome, ktap::Outcome::skip);
+}
+
+TEST(LabExpect, ARunThatMatchesPasses) {
+  auto verdict = check(run_leaves(), parsed(kMatching));
+  EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
+  EXPECT_EQ(verdict.passed, 3);
+  EXPECT_EQ(verdict.skipped, 2);
+  EXPECT_EQ(verdict.known_failures, (std::vector<std::string>{"driver:edu/copy.iommufd", "probe"}));
+}
+
+TEST(LabExpect, AnUnlistedFailureFails) {
+  auto verdict = check(run_leaves(), parsed("fail probe evidence\nskip driver:edu/reset the device has no reset\n"
+                                            "skip igb $IGB is empty: QEMU 7.2.22 has no igb device\n"));
+  ASSERT_EQ(verdict.problems.size(), 1u);
+  EXPECT_EQ(verdict.problems[0], "failed, not listed: driver:edu/copy.iommufd");
+}
+
+TEST(LabExpect, AListedFailureThatPassesOrDidNotRunIsStale) {
+  std::string text(kMatching);
+  text += "fail driver:edu/copy.type1 it used to fail\nfail gone/test it was removed\n";
+  auto verdict = check(run_leaves(), parsed(text));
+  ASSERT_EQ(verdict.problems.size(), 2u);
+  EXPECT_TRUE(has_problem(verdict, "stale: driver:edu/copy.type1 passed, listed as failing on line 6"));
+  EXPECT_TRUE(has_problem(verdict, "stale: gone/test (line 7, fail) did not run"));
+}
+
+TEST(LabExpect, FlakyAcceptsEither) {
+  auto verdict = check(run_leaves(), parsed("flaky driver:edu/copy.iommufd sometimes\nflaky driver:edu/copy.type1 "
+                                            "sometimes\nfail probe e\nskip driver:edu/reset the device has no reset\n"
+                                            "skip igb $IGB is empty: QEMU 7.2.22 has no igb device\n"));
+  EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
+  EXPECT_EQ(verdict.known_failures.size(), 2u);
+  EXPECT_EQ(verdict.passed, 3);
+}
+
+TEST(LabExpect, SkipsThatAppearDisappearOrChangeReasonFail) {
+  // The igb SKIP is not listed; the reset SKIP has another reason; a SKIP
+  // listed for a test that passes.
+  auto verdict = check(run_leaves(), parsed("fail driver:edu/copy.iommufd e\nfail probe e\n"
+                                            "skip driver:edu/reset no reset\nskip probe/open was skipped\n"));
+  ASSERT_EQ(verdict.problems.size(), 3u);
+  EXPECT_TRUE(has_problem(verdict, "new SKIP: igb: $IGB is empty: QEMU 7.2.22 has no igb device"));
+  EXPECT_TRUE(has_problem(verdict, "SKIP reason changed: driver:edu/reset: now 'the device has no reset', line 3 says "
+                                   "'no reset'"));
+  EXPECT_TRUE(has_problem(verdict, "SKIP gone: probe/open passed"));
+  EXPECT_EQ(verdict.skipped, 0);
+}
+
+TEST(LabExpect, BadFilesAreRefusedWithTheLine) {
+  auto kind = parse_expectations("# c\nxfail a b\n");
+  ASSERT_FALSE(kind);
+  EXPECT_EQ(kind.error(), "line 2: 'xfail' is not fail, flaky or skip");
+  auto evidence = parse_expectations("fail a/b\n");
+  ASSERT_FALSE(evidence);
+  EXPECT_EQ(evidence.error(), "line 1: fail a/b has no evidence");
+  auto reason = parse_expectations("skip a/b   \n");
+  ASSERT_FALSE(reason);
+  EXPECT_EQ(reason.error(), "line 1: skip a/b has no reason");
+  auto twice = parse_expectations("skip a r\n\nfail a e\n");
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error(), "line 3: a is already listed on line 1");
+}
+
+TEST(LabExpect, DraftListsSkipsAndLeavesFailuresToAPerson) {
+  auto draft = draft_expectations(run_leaves());
+  EXPECT_EQ(draft,
+            "# failed: fail driver:edu/copy.iommufd EVIDENCE (confirm, then write the evidence and uncomment)\n"
+            "skip driver:edu/reset the device has no reset\n"
+            "# failed: fail probe EVIDENCE (confirm, then write the evidence and uncomment)\n"
+            "skip igb $IGB is empty: QEMU 7.2.22 has no igb device\n");
+  // The draft, read back, holds the run's SKIPs: the failures still fail.
+  auto verdict = check(run_leaves(), parsed(draft));
+  EXPECT_EQ(verdict.skipped, 2);
+  EXPECT_EQ(verdict.problems.size(), 2u);
+}
+
+}  // namespace
+}  // namespace vfiolab::lab
