@@ -3,10 +3,11 @@
 // vfio-pci with its IOMMU group and VFIO device nodes in place. Lists each
 // device's group and its members.
 //
-//   vfio_lab_environment_test [--same-group BDF,BDF]... BDF...
+//   vfio_lab_environment_test [--same-group BDF,BDF]... [--sriov BDF,N]... BDF...
 //
 // BDFs may also come from VFIO_SELFTESTS_BDF. --same-group asserts that two
-// devices share one IOMMU group (the lab's pair behind a PCI bridge).
+// devices share one IOMMU group (the lab's pair behind a PCI bridge);
+// --sriov that a device offers N SR-IOV virtual functions (sriov_totalvfs).
 // KTAP on stdout; exit 0 pass, 1 fail, 4 skip.
 #include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
@@ -15,6 +16,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -73,6 +75,7 @@ void check_device(const Sysfs& sysfs, const Bdf& bdf, std::vector<Check>& checks
 int main(int argc, char** argv) {
   std::vector<Bdf> devices;
   std::vector<std::pair<Bdf, Bdf>> same_group;
+  std::vector<std::pair<Bdf, std::string>> sriov;
   auto parse_or_exit = [](std::string_view text) {
     auto bdf = parse_bdf(text);
     if (!bdf) {
@@ -91,6 +94,14 @@ int main(int argc, char** argv) {
         return kExitFail;
       }
       same_group.emplace_back(parse_or_exit(pair.substr(0, comma)), parse_or_exit(pair.substr(comma + 1)));
+    } else if (arg == "--sriov" && i + 1 < argc) {
+      std::string_view pair = argv[++i];
+      auto comma = pair.find(',');
+      if (comma == std::string_view::npos || comma + 1 == pair.size()) {
+        fmt::print(stderr, "vfio_lab_environment_test: --sriov wants BDF,N, not '{}'\n", pair);
+        return kExitFail;
+      }
+      sriov.emplace_back(parse_or_exit(pair.substr(0, comma)), std::string(pair.substr(comma + 1)));
     } else {
       devices.push_back(parse_or_exit(arg));
     }
@@ -125,6 +136,14 @@ int main(int argc, char** argv) {
                                   b.str(), group_b ? std::to_string(*group_b) : "none")});
   }
 
+  for (const auto& [bdf, want] : sriov) {
+    std::ifstream file(sysfs.device_dir(bdf) / "sriov_totalvfs");
+    std::string total;
+    const bool read = static_cast<bool>(file >> total);
+    checks.push_back({fmt::format("{}.sriov_totalvfs", bdf.str()), read && total == want,
+                      read ? fmt::format("{} offers {} virtual functions (want {})", bdf.str(), total, want)
+                           : fmt::format("{} has no sriov_totalvfs: no SR-IOV capability", bdf.str())});
+  }
   out.plan(static_cast<int>(checks.size()));
   int failed = 0;
   for (const auto& check : checks) {

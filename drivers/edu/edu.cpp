@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <cstdlib>
+#include <string_view>
 #include <thread>
 
 namespace vfiolab::edu {
@@ -31,10 +33,13 @@ constexpr std::uint64_t kDmaRun = 1u << 0;         // start; clear again when do
 constexpr std::uint64_t kDmaToMemory = 1u << 1;    // direction: 0 memory -> buffer, 1 buffer -> memory
 constexpr std::uint64_t kDmaBuffer = 0x40000;      // the internal buffer's address in DMA commands
 constexpr std::uint64_t kDmaBufferSize = 4096;
-// QEMU up to 8.x checks that a transfer's end lies strictly inside the
-// buffer and stops the whole machine (hw_error) when it does not, so a full
-// 4096-byte transfer is refused: one byte less is the most it takes.
+// QEMU 7.2 checks that a transfer's end lies strictly inside the buffer and
+// stops the whole machine (hw_error) when it does not, so a full 4096-byte
+// transfer is refused there: one byte less is the most every QEMU takes.
+// Where the emulator is known to take the whole buffer (the lab probes it,
+// lab/run), VFIOLAB_EDU_FULL_BUFFER=1 lets copies use all of it.
 constexpr std::uint64_t kMaxTransfer = kDmaBufferSize - 1;
+constexpr const char* kFullBufferVariable = "VFIOLAB_EDU_FULL_BUFFER";
 // The device masks DMA addresses to 28 bits (its default dma_mask).
 constexpr std::uint64_t kDmaLimit = (1ull << 28) - 1;
 // A bit of the interrupt status that send_msi() raises and acknowledges.
@@ -64,7 +69,8 @@ class EduDriver final : public Driver {
     if (dma_busy()) return std::unexpected(driver_error(EBUSY, "edu init", "a DMA is still running"));
     if (auto r = device().try_enable_irqs(IrqIndex::msi, 1); !r) return r;
     write32(kRegAckIrq, ~0u);
-    set_limits(kMaxTransfer, kMaxCount, 0);
+    const char* full = std::getenv(kFullBufferVariable);
+    set_limits(full && std::string_view(full) == "1" ? kDmaBufferSize : kMaxTransfer, kMaxCount, 0);
     return {};
   }
 

@@ -52,15 +52,6 @@ std::string_view kind_name(Expectation::Kind kind) {
   return "?";
 }
 
-std::string_view outcome_name(ktap::Outcome outcome) {
-  switch (outcome) {
-    case ktap::Outcome::pass: return "passed";
-    case ktap::Outcome::fail: return "failed";
-    case ktap::Outcome::skip: return "skipped";
-  }
-  return "?";
-}
-
 }  // namespace
 
 std::vector<Leaf> leaves(const ktap::Document& document) {
@@ -169,8 +160,7 @@ std::string draft_expectations(const std::vector<Leaf>& run) {
     if (leaf.outcome == ktap::Outcome::skip) {
       text += fmt::format("skip {} {}\n", leaf.id, leaf.reason.empty() ? "(no reason given)" : leaf.reason);
     } else if (leaf.outcome == ktap::Outcome::fail) {
-      text += fmt::format("# {}: fail {} EVIDENCE (confirm, then write the evidence and uncomment)\n",
-                          outcome_name(leaf.outcome), leaf.id);
+      text += fmt::format("# failed: fail {} EVIDENCE (confirm, then write the evidence and uncomment)\n", leaf.id);
     }
   }
   return text;

@@ -69,6 +69,8 @@ std::optional<std::string> environment(std::string_view name) {
   return value ? std::optional<std::string>(value) : std::nullopt;
 }
 
+constexpr std::chrono::seconds kStuckGrace{10};
+
 struct Job {
   std::size_t entry = 0;
   pid_t pid = -1;
@@ -239,7 +241,10 @@ class Runner {
       Job& job = jobs_[i];
       // Done when it exited and its output is drained (or, after a timeout,
       // when it exited: its children were killed with it).
-      if (job.exited && (!job.output || job.timed_out)) {
+      // One that SIGKILL did not end within kStuckGrace is stuck in the
+      // kernel: reported, and left behind, so the rest of the plan runs.
+      const bool stuck = job.timed_out && !job.exited && Clock::now() >= job.deadline + kStuckGrace;
+      if ((job.exited && (!job.output || job.timed_out)) || stuck) {
         finish(job);
         jobs_.erase(jobs_.begin() + static_cast<long>(i));
       } else {
@@ -252,7 +257,7 @@ class Runner {
     if (!job.partial.empty()) add_line(job, std::exchange(job.partial, {}));
     const auto& e = plan_[job.entry];
     const double seconds = std::chrono::duration<double>(Clock::now() - job.started).count();
-    int code = WIFEXITED(job.status) ? WEXITSTATUS(job.status) : 128 + WTERMSIG(job.status);
+    int code = !job.exited ? -1 : WIFEXITED(job.status) ? WEXITSTATUS(job.status) : 128 + WTERMSIG(job.status);
     std::string status = job.timed_out ? "timeout" : std::to_string(code);
     kmsg(fmt::format("end {} {} exit={}", job.entry + 1, e.name, status));
     progress(fmt::format("end\t{}\t{}\t{:.3f}", e.name, status, seconds));
@@ -261,7 +266,10 @@ class Runner {
     std::vector<std::string> block;
     for (const auto& line : job.lines) block.push_back("    " + line);
     if (job.timed_out) {
-      block.push_back(fmt::format("# {}: killed after {}s", e.name, timeout_.count()));
+      block.push_back(job.exited ? fmt::format("# {}: killed after {}s", e.name, timeout_.count())
+                                 : fmt::format("# {}: killed after {}s, and still not gone {}s later (stuck in the "
+                                               "kernel: see the kernel log)",
+                                               e.name, timeout_.count(), kStuckGrace.count()));
       report(e.name, block, "not ok", " # TIMEOUT");
     } else if (code == 0) {
       report(e.name, block, "ok", "");
