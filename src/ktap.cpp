@@ -1,5 +1,7 @@
 #include "vfiolab/ktap.h"
 
+#include "vfiolab/text.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -14,11 +16,7 @@ constexpr std::size_t kIndentWidth = 4;
 // make the parser allocate without bound.
 constexpr std::size_t kMaxDepth = 64;
 
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
-  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
-  return text;
-}
+using text::trim;
 
 bool consume(std::string_view& text, std::string_view prefix) {
   if (!text.starts_with(prefix)) return false;

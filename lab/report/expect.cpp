@@ -1,5 +1,7 @@
 #include "expect.h"
 
+#include "vfiolab/text.h"
+
 #include <fmt/format.h>
 
 #include <map>
@@ -7,22 +9,8 @@
 namespace vfiolab::lab {
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (is_space(text.front()) || text.front() == '\r')) text.remove_prefix(1);
-  while (!text.empty() && (is_space(text.back()) || text.back() == '\r')) text.remove_suffix(1);
-  return text;
-}
-
-std::string_view next_word(std::string_view& text) {
-  text = trim(text);
-  std::size_t end = 0;
-  while (end < text.size() && !is_space(text[end])) ++end;
-  std::string_view word = text.substr(0, end);
-  text.remove_prefix(end);
-  return word;
-}
+using text::next_word;
+using text::trim;
 
 void collect(const std::vector<ktap::Result>& results, const std::string& parent, std::vector<Leaf>& out) {
   std::map<std::string, int> seen;

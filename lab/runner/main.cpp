@@ -130,10 +130,7 @@ class Runner {
     const auto& e = plan_[entry];
     if (auto why = lab::unmet_need(e, environment)) {
       progress(fmt::format("start\t{}\t{}", e.name, uptime()));
-      progress(fmt::format("end\t{}\t4\t0", e.name));
-      scheduler_.started(entry);
-      scheduler_.finished(entry);
-      report(e.name, {fmt::format("# {}: not run: {}", e.name, *why)}, "ok", " # SKIP " + *why);
+      end_without_running(entry, "4", "not run: " + *why, "ok", " # SKIP " + *why);
       return;
     }
     int fds[2];
@@ -170,13 +167,19 @@ class Runner {
     jobs_.push_back(std::move(job));
   }
 
-  // A program that could not even be started counts as failed (the live
-  // view, which may have been told it started, hears that it ended).
-  void finish_without_running(std::size_t entry, const std::string& why) {
-    progress(fmt::format("end\t{}\tnot started\t0", plan_[entry].name));
+  // An entry that ends without running: a SKIP for an unmet +needs, a
+  // failure for a program that could not even be started. The live view,
+  // which may have been told it started, hears that it ended.
+  void end_without_running(std::size_t entry, std::string_view status, const std::string& note,
+                           std::string_view verdict, std::string_view directive) {
+    const auto& name = plan_[entry].name;
+    progress(fmt::format("end\t{}\t{}\t0", name, status));
     scheduler_.started(entry);
     scheduler_.finished(entry);
-    report(plan_[entry].name, {fmt::format("# {}: {}", plan_[entry].name, why)}, "not ok", "");
+    report(name, {fmt::format("# {}: {}", name, note)}, verdict, directive);
+  }
+  void finish_without_running(std::size_t entry, const std::string& why) {
+    end_without_running(entry, "not started", why, "not ok", "");
   }
 
   void take_output(Job& job, std::string_view chunk) {

@@ -1,6 +1,7 @@
 #include "plan.h"
 
 #include "vfiolab/sysfs.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 
@@ -10,17 +11,8 @@
 namespace vfiolab::lab {
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t'; }
-
-// The next whitespace-separated word of `text`, consumed.
-std::string_view next_word(std::string_view& text) {
-  while (!text.empty() && is_space(text.front())) text.remove_prefix(1);
-  std::size_t end = 0;
-  while (end < text.size() && !is_space(text[end])) ++end;
-  std::string_view word = text.substr(0, end);
-  text.remove_prefix(end);
-  return word;
-}
+using text::next_word;
+using text::trim;
 
 bool is_name_char(char c, bool first) {
   return c == '_' || std::isalpha(static_cast<unsigned char>(c)) || (!first && std::isdigit(static_cast<unsigned char>(c)));
@@ -52,9 +44,7 @@ std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view t
     std::string_view line = text.substr(0, end);
     text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
     ++number;
-    while (!line.empty() && (is_space(line.back()) || line.back() == '\r')) line.remove_suffix(1);
-    std::string_view rest = line;
-    while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+    std::string_view rest = trim(line);
     if (rest.empty() || rest.front() == '#') continue;
 
     PlanEntry entry;
@@ -80,7 +70,7 @@ std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view t
         entry.resources.emplace_back(word);
       }
     }
-    while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);
+    rest = trim(rest);
     if (rest.empty()) return std::unexpected(fmt::format("plan line {}: '{}' has no command", number, entry.name));
     entry.command = std::string(rest);
     if (std::any_of(entries.begin(), entries.end(), [&](const PlanEntry& e) { return e.name == entry.name; })) {

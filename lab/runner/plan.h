@@ -50,6 +50,7 @@ std::vector<std::string> named_devices(std::string_view command,
                                        const std::function<std::optional<std::string>(std::string_view)>& lookup);
 
 inline constexpr std::string_view kAlone = "alone";
+inline constexpr std::string_view kNoDevice = "nodevice";
 inline constexpr std::string_view kNeeds = "needs:";
 
 // Why an entry cannot run here: the first of its +needs:VAR variables that
@@ -57,7 +58,6 @@ inline constexpr std::string_view kNeeds = "needs:";
 // plain one). Empty when it can run.
 std::optional<std::string> unmet_need(const PlanEntry& entry,
                                       const std::function<std::optional<std::string>(std::string_view)>& lookup);
-inline constexpr std::string_view kNoDevice = "nodevice";
 
 // What an entry holds while it runs: its +RESOURCE words and one
 // "group:N" (or "device:BDF" for a device without a group) per device.
