@@ -1,11 +1,16 @@
 #include "vfiolab/sysfs.h"
 
+#include "vfiolab/text.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 
 namespace vfiolab {
 namespace fs = std::filesystem;
@@ -141,6 +146,58 @@ std::optional<unsigned> Sysfs::sriov_numvfs(const Bdf& bdf) const { return read_
 
 std::optional<unsigned> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
   return read_unsigned(device_dir(bdf) / "sriov_totalvfs");
+}
+
+std::expected<std::vector<PciResource>, std::string> parse_pci_resources(std::string_view text) {
+  std::vector<PciResource> resources;
+  int number = 0;
+  while (!text.empty()) {
+    ++number;
+    const auto newline = text.find('\n');
+    std::string_view line = text.substr(0, newline);
+    text.remove_prefix(newline == std::string_view::npos ? text.size() : newline + 1);
+    std::uint64_t values[3] = {};
+    for (auto& value : values) {
+      const std::string_view word = text::next_word(line);
+      if (word.size() < 3 || word.substr(0, 2) != "0x") {
+        return std::unexpected(fmt::format("resource line {}: '{}' is not a 0x-prefixed number", number, word));
+      }
+      auto [end, error] = std::from_chars(word.data() + 2, word.data() + word.size(), value, 16);
+      if (error != std::errc() || end != word.data() + word.size()) {
+        return std::unexpected(fmt::format("resource line {}: '{}' is not a hex number", number, word));
+      }
+    }
+    if (!text::trim(line).empty()) {
+      return std::unexpected(fmt::format("resource line {}: more than three numbers ('{}')", number, text::trim(line)));
+    }
+    PciResource r{values[0], values[1], values[2]};
+    if (r.end < r.start) {
+      return std::unexpected(fmt::format("resource line {}: end {:#x} below start {:#x}", number, r.end, r.start));
+    }
+    resources.push_back(r);
+  }
+  return resources;
+}
+
+std::expected<std::vector<PciResource>, std::string> Sysfs::resources(const Bdf& bdf) const {
+  const fs::path file = device_dir(bdf) / "resource";
+  std::ifstream in(file);
+  if (!in) return std::unexpected(fmt::format("cannot read {}", file.string()));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = parse_pci_resources(text.str());
+  if (!parsed) return std::unexpected(fmt::format("{}: {}", file.string(), parsed.error()));
+  return parsed;
+}
+
+std::expected<std::vector<std::byte>, std::string> Sysfs::config(const Bdf& bdf) const {
+  const fs::path file = device_dir(bdf) / "config";
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::unexpected(fmt::format("cannot read {}", file.string()));
+  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::byte> bytes(raw.size());
+  std::memcpy(bytes.data(), raw.data(), raw.size());
+  return bytes;
 }
 
 }  // namespace vfiolab

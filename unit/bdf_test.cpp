@@ -91,5 +91,36 @@ TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
   EXPECT_TRUE(sysfs.iommu_group_members(99).empty());
 }
 
+// The edu's resource file as a 6.12 kernel writes it: BAR0 memory, the rest
+// absent, then the ROM and the bridge-window lines.
+TEST(PciResources, ParsesTheKernelsFormat) {
+  const std::string text =
+      "0x00000000fea00000 0x00000000feafffff 0x0000000000040200\n"
+      "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
+      "0x000000000000c000 0x000000000000c01f 0x0000000000040101\n";
+  auto parsed = parse_pci_resources(text);
+  ASSERT_TRUE(parsed) << parsed.error();
+  ASSERT_EQ(parsed->size(), 3u);
+  EXPECT_EQ((*parsed)[0].size(), 0x100000u);
+  EXPECT_TRUE((*parsed)[0].mem());
+  EXPECT_FALSE((*parsed)[0].io());
+  EXPECT_EQ((*parsed)[1].size(), 0u);
+  EXPECT_EQ((*parsed)[2].size(), 0x20u);
+  EXPECT_TRUE((*parsed)[2].io());
+}
+
+TEST(PciResources, RejectsMalformedLinesNamingThem) {
+  auto expect_error = [](const std::string& text, std::string_view words) {
+    auto parsed = parse_pci_resources(text);
+    ASSERT_FALSE(parsed) << text;
+    EXPECT_NE(parsed.error().find(words), std::string::npos) << parsed.error();
+  };
+  expect_error("0x0 0x1\n", "line 1");
+  expect_error("0x0 0x1 0x2\n0x0 zz 0x2\n", "line 2: 'zz'");
+  expect_error("0x0 0x1g 0x2\n", "not a hex number");
+  expect_error("0x10 0x1 0x2\n", "below start");
+  expect_error("0x0 0x1 0x2 0x3\n", "more than three");
+}
+
 }  // namespace
 }  // namespace vfiolab

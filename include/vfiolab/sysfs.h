@@ -28,6 +28,22 @@ struct Bdf {
 // either case. The error names what is wrong with the text.
 std::expected<Bdf, std::string> parse_bdf(std::string_view text);
 
+// One line of a device's sysfs `resource` file: a BAR (lines 0-5), the
+// expansion ROM (6), then bridge windows or SR-IOV BARs. start == end == 0
+// for one the device does not have.
+struct PciResource {
+  std::uint64_t start = 0;
+  std::uint64_t end = 0;
+  std::uint64_t flags = 0;  // IORESOURCE_*
+  std::uint64_t size() const { return end == 0 && start == 0 ? 0 : end - start + 1; }
+  bool io() const { return flags & 0x100; }   // IORESOURCE_IO
+  bool mem() const { return flags & 0x200; }  // IORESOURCE_MEM
+};
+
+// Parses the `resource` file: lines of three hex numbers (0x-prefixed).
+// The error names the line and what is wrong with it.
+std::expected<std::vector<PciResource>, std::string> parse_pci_resources(std::string_view text);
+
 class Sysfs {
  public:
   explicit Sysfs(std::filesystem::path root = "/sys");
@@ -47,6 +63,11 @@ class Sysfs {
   // device without SR-IOV.
   std::optional<unsigned> sriov_numvfs(const Bdf& bdf) const;
   std::optional<unsigned> sriov_totalvfs(const Bdf& bdf) const;
+  // What the PCI core says about the device's BARs and its config space:
+  // the `resource` file, and the `config` file's bytes (as many as the
+  // kernel lets this user read: all of them for root).
+  std::expected<std::vector<PciResource>, std::string> resources(const Bdf& bdf) const;
+  std::expected<std::vector<std::byte>, std::string> config(const Bdf& bdf) const;
 
  private:
   std::optional<std::string> read_line(const std::filesystem::path& file) const;

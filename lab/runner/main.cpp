@@ -20,6 +20,7 @@
 #include "plan.h"
 
 #include "vfiolab/sysfs.h"
+#include "vfiolab/text.h"
 #include "vfiolab/unique_fd.h"
 
 #include <fmt/format.h>
@@ -34,7 +35,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -70,6 +73,59 @@ std::optional<std::string> environment(std::string_view name) {
 }
 
 constexpr std::chrono::seconds kStuckGrace{10};
+
+std::string read_small(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// What each thread of a timed-out program was doing when its time ran out:
+// its state (R running, S sleeping, D uninterruptible), the kernel function
+// it waits in, the system call it is in and, where the kernel has
+// CONFIG_STACKTRACE, its kernel stack. Read before the SIGKILL, so that a
+// hang can be told apart: a futex wait is userspace, an ioctl asleep in
+// vfio or iommufd is the kernel.
+std::vector<std::string> describe_process_group(pid_t group) {
+  static const std::map<long, std::string_view> kSyscalls{
+      {0, "read"},   {1, "write"},     {7, "poll"},    {16, "ioctl"},  {23, "select"}, {35, "nanosleep"},
+      {61, "wait4"}, {202, "futex"},   {230, "clock_nanosleep"},       {232, "epoll_wait"}, {271, "ppoll"}};
+  std::vector<std::string> lines;
+  std::error_code ec;
+  for (const auto& proc : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string pid = proc.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    // /proc/PID/stat: "pid (comm) state ppid pgrp ...", comm may hold spaces.
+    const std::string stat = read_small(proc.path() / "stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0, pgrp = 0;
+    if (!(fields >> state >> ppid >> pgrp) || pgrp != group) continue;
+    for (const auto& task : std::filesystem::directory_iterator(proc.path() / "task", ec)) {
+      const std::string tstat = read_small(task.path() / "stat");
+      const auto open = tstat.find('(');
+      const auto tclose = tstat.rfind(')');
+      if (open == std::string::npos || tclose == std::string::npos) continue;
+      std::istringstream tfields(tstat.substr(tclose + 1));
+      std::string tstate;
+      tfields >> tstate;
+      std::string syscall(text::trim(read_small(task.path() / "syscall")));
+      long number = -1;
+      std::from_chars(syscall.data(), syscall.data() + syscall.size(), number);
+      if (auto known = kSyscalls.find(number); known != kSyscalls.end()) syscall = fmt::format("{} ({})", known->second, syscall);
+      lines.push_back(fmt::format("# at timeout: pid {} tid {} ({}) state {} wchan {} syscall {}", pid,
+                                  task.path().filename().string(), tstat.substr(open + 1, tclose - open - 1), tstate,
+                                  text::trim(read_small(task.path() / "wchan")), syscall.empty() ? "?" : syscall));
+      std::istringstream stack(read_small(task.path() / "stack"));
+      for (std::string frame; std::getline(stack, frame);) lines.push_back("#   " + frame);
+    }
+  }
+  if (lines.empty()) lines.push_back(fmt::format("# at timeout: no process left in group {}", group));
+  return lines;
+}
 
 struct Job {
   std::size_t entry = 0;
@@ -230,6 +286,7 @@ class Runner {
       }
       if (!job.timed_out && Clock::now() >= job.deadline) {
         job.timed_out = true;
+        for (auto& line : describe_process_group(job.pid)) add_line(job, std::move(line));
         ::kill(-job.pid, SIGKILL);
       }
       if (!job.exited) {
