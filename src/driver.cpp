@@ -95,6 +95,17 @@ Result<void> Driver::send_msi() {
   return do_send_msi();
 }
 
+Result<void> Driver::set_intx(bool asserted) {
+  if (!initialized_) return std::unexpected(driver_error(EINVAL, "set_intx", "driver not initialised"));
+  return do_set_intx(asserted);
+}
+
+Result<void> Driver::do_set_intx(bool) {
+  Error error = driver_error(EOPNOTSUPP, "set_intx", "the driver cannot make the device assert INTx");
+  error.unsupported = true;
+  return std::unexpected(std::move(error));
+}
+
 Result<std::vector<CopyChunk>> split_copy(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
                                           std::uint64_t max_chunk) {
   if (max_chunk == 0) return std::unexpected(make_error(EINVAL, "split_copy", "chunk size 0"));

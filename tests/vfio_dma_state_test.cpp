@@ -133,11 +133,13 @@ class vfio_dma_unmap_test : public vfio_dma_state_fixture {
   }
 };
 
-// Six pieces; one unmap call over the middle four. It must report their
-// total, leave the two beside them working, and free the four: a map there
-// succeeds, a DMA there is blocked.
+// Five pieces; one unmap call over the middle three. It must report their
+// total, leave the two beside them working, and free the three: a map there
+// succeeds, a DMA there is blocked. (Three, not more: each blocked DMA
+// costs a share of the kernel's fault-message rate limit, which every test
+// that checks the log waits on.)
 TEST_P(vfio_dma_unmap_test, unmap_range_of_several_mappings) {
-  constexpr std::size_t kCount = 6, kFirst = 1, kRemoved = 4;
+  constexpr std::size_t kCount = 5, kFirst = 1, kRemoved = 3;
   auto pieces = map_pieces(kCount);
   ASSERT_TRUE(pieces);
   ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, kCount, "before the unmap"));
@@ -163,7 +165,7 @@ TEST_P(vfio_dma_unmap_test, unmap_range_of_several_mappings) {
 // the driver's region and buffers map again at their IOVAs and work, the
 // pieces not mapped again stay unreachable.
 TEST_P(vfio_dma_unmap_test, unmap_all_of_several_mappings) {
-  constexpr std::size_t kCount = 4;
+  constexpr std::size_t kCount = 3;
   auto pieces = map_pieces(kCount);
   ASSERT_TRUE(pieces);
   ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, kCount, "before the unmap"));

@@ -88,7 +88,9 @@ TEST_F(vfio_pci_device_test, regions_agree_with_sysfs) {
         << fmt::format("region {}: VFIO reports {:#x} bytes, sysfs {:#x}..{:#x}", index, region->size, resource.start,
                        resource.end);
     if (index == VFIO_PCI_ROM_REGION_INDEX || resource.size() == 0) continue;
-    if (resource.io()) EXPECT_FALSE(region->mmappable()) << "I/O BAR" << index << " is reported mmap-able";
+    if (resource.io()) {
+      EXPECT_FALSE(region->mmappable()) << "I/O BAR" << index << " is reported mmap-able";
+    }
     if (resource.mem()) {
       EXPECT_TRUE(region->readable() && region->writable()) << "memory BAR" << index << " flags " << region->flags;
     }

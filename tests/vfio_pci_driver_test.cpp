@@ -240,10 +240,77 @@ TEST_P(vfio_pci_driver_test, memcpy_storm) {
              bytes / seconds / (1 << 20));
 }
 
+// INTx is a level: the device holds its line asserted. VFIO delivers it once
+// and masks it (automask) until the user unmasks; unmasked with the line
+// still asserted, it is delivered again; an explicit mask holds it back until
+// the unmask; a deasserted line delivers nothing. The device asserts the line
+// through its driver, so what is checked is the kernel's INTx path, not a
+// software trigger. A fixture of its own: INTx does not depend on the IOMMU
+// mode, and the lab runs it beside the driver tests.
+class vfio_pci_intx_test : public vfio_pci_driver_test {};
+
+TEST_P(vfio_pci_intx_test, level_delivery_and_masking) {
+  auto intx = device_->irq_info(IrqIndex::intx);
+  ASSERT_TRUE(intx) << intx.error().message();
+  if (intx->count == 0) GTEST_SKIP() << device_->name() << " has no INTx";
+  if (auto enabled = device_->enabled_irq_index()) {  // the driver's MSI: INTx needs it off
+    auto disabled = device_->try_disable_irqs(*enabled);
+    ASSERT_TRUE(disabled) << disabled.error().message();
+  }
+  auto enabled = device_->try_enable_irqs(IrqIndex::intx, 1);
+  ASSERT_TRUE(enabled) << enabled.error().message();
+  struct Off {
+    Driver& driver;
+    PciDevice& device;
+    ~Off() {
+      (void)driver.set_intx(false);
+      (void)device.try_disable_irqs(IrqIndex::intx);
+    }
+  } off{*driver_, *device_};
+  EventFd& line = device_->irq_eventfd(0);
+  auto silent = [&](std::string_view when) {
+    auto got = line.wait(std::chrono::milliseconds(300));
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_FALSE(got->has_value()) << "INTx delivered " << got->value_or(0) << " time(s) " << when;
+  };
+  auto once = [&](std::string_view when) {
+    auto got = line.wait(kMsiTimeout);
+    ASSERT_TRUE(got) << got.error().message();
+    EXPECT_EQ(got->value_or(0), 1u) << "INTx not delivered once " << when;
+  };
+  auto unmask = [&] {
+    auto unmasked = device_->try_unmask_intx();
+    ASSERT_TRUE(unmasked) << unmasked.error().message();
+  };
+
+  ASSERT_NO_FATAL_FAILURE(silent("before the device asserted it"));
+  auto asserted = driver_->set_intx(true);
+  if (!asserted && asserted.error().unsupported) GTEST_SKIP() << asserted.error().message();
+  ASSERT_TRUE(asserted) << asserted.error().message();
+  ASSERT_NO_FATAL_FAILURE(once("after the device asserted it"));
+  ASSERT_NO_FATAL_FAILURE(silent("while automasked, with the line still asserted"));
+  ASSERT_NO_FATAL_FAILURE(unmask());
+  ASSERT_NO_FATAL_FAILURE(once("after the unmask, with the line still asserted"));
+
+  ASSERT_TRUE(driver_->set_intx(false));
+  ASSERT_NO_FATAL_FAILURE(unmask());
+  ASSERT_NO_FATAL_FAILURE(silent("after the line was deasserted and unmasked"));
+
+  auto masked = device_->try_mask_intx();
+  ASSERT_TRUE(masked) << masked.error().message();
+  ASSERT_TRUE(driver_->set_intx(true));
+  ASSERT_NO_FATAL_FAILURE(silent("while masked"));
+  ASSERT_NO_FATAL_FAILURE(unmask());
+  ASSERT_NO_FATAL_FAILURE(once("after the unmask of an asserted, masked line"));
+}
+
 INSTANTIATE_TEST_SUITE_P(vfio_pci_driver_test, vfio_pci_driver_test, testing::ValuesIn(harness::all_modes()),
                          harness::mode_variant_name);
 INSTANTIATE_TEST_SUITE_P(vfio_pci_driver_boundary_test, vfio_pci_driver_boundary_test,
                          testing::ValuesIn(harness::all_modes()), harness::mode_variant_name);
+
+INSTANTIATE_TEST_SUITE_P(vfio_pci_intx_test, vfio_pci_intx_test, testing::Values(IommuMode::iommufd),
+                         harness::mode_variant_name);
 
 }  // namespace
 }  // namespace vfiolab

@@ -111,6 +111,12 @@ class EduDriver final : public Driver {
     write32(kRegAckIrq, kSoftIrq);
     return {};
   }
+  // With MSI off, edu holds INTx asserted while any interrupt status bit is
+  // set (edu_raise_irq / edu_lower_irq in QEMU's hw/misc/edu.c).
+  Result<void> do_set_intx(bool asserted) override {
+    write32(asserted ? kRegRaiseIrq : kRegAckIrq, kSoftIrq);
+    return {};
+  }
 
  private:
   // Even steps read the source into the buffer, odd steps write the buffer

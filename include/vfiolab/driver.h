@@ -74,6 +74,10 @@ class Driver {
   Result<void> memcpy(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size);
   // Makes the device itself send msi_vector(); unsupported when it has none.
   Result<void> send_msi();
+  // Makes the device assert its INTx line (level: it stays asserted) or
+  // deassert it; unsupported for a driver that cannot. The caller disables
+  // MSI and MSI-X first: a device with MSI on signals that way instead.
+  Result<void> set_intx(bool asserted);
 
  protected:
   // Hooks for each driver. The public calls above check state and limits
@@ -87,6 +91,7 @@ class Driver {
                                        std::uint64_t count) = 0;
   virtual Result<void> do_memcpy_wait(std::chrono::steady_clock::time_point deadline) = 0;
   virtual Result<void> do_send_msi() = 0;
+  virtual Result<void> do_set_intx(bool asserted);
 
   // For do_init(): where the rings go, and the limits to publish.
   const DmaRegion& region() const { return region_; }
