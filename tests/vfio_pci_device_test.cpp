@@ -124,6 +124,41 @@ TEST_F(vfio_pci_device_test, config_identity_agrees_with_sysfs) {
   }
 }
 
+// The capabilities VFIO's config space shows against those in sysfs' config
+// file: vfio-pci may hide a capability (it unlinks it from the chain), but
+// each one it shows must be the device's own, with that ID at that offset.
+TEST_F(vfio_pci_device_test, capabilities_agree_with_sysfs) {
+  auto config = Sysfs().config(device_->bdf());
+  ASSERT_TRUE(config) << config.error();
+  struct List {
+    const char* name;
+    std::vector<PciCapability> vfio;
+    std::expected<std::vector<PciCapability>, std::string> pci;
+  };
+  for (List list : {List{"standard", device_->capabilities(), walk_pci_capabilities(*config)},
+                    List{"extended", device_->ext_capabilities(), walk_pci_ext_capabilities(*config)}}) {
+    ASSERT_TRUE(list.pci) << list.pci.error();
+    for (const PciCapability& cap : list.vfio) {
+      if (cap.id == 0) continue;  // a hidden first extended capability leaves an ID-0 header
+      const bool found = std::any_of(list.pci->begin(), list.pci->end(), [&](const PciCapability& p) {
+        return p.id == cap.id && p.offset == cap.offset;
+      });
+      EXPECT_TRUE(found) << fmt::format("{} capability {:#x} at {:#x}, as VFIO shows it, is not in sysfs' config",
+                                        list.name, cap.id, cap.offset);
+    }
+  }
+  // And those vfio-pci always passes through are not hidden: power
+  // management, MSI, PCI Express, MSI-X.
+  auto pci = walk_pci_capabilities(*config);
+  ASSERT_TRUE(pci) << pci.error();
+  const auto vfio = device_->capabilities();
+  for (const PciCapability& cap : *pci) {
+    if (cap.id != 0x01 && cap.id != 0x05 && cap.id != 0x10 && cap.id != 0x11) continue;
+    EXPECT_TRUE(std::any_of(vfio.begin(), vfio.end(), [&](const PciCapability& v) { return v.id == cap.id; }))
+        << fmt::format("capability {:#x} at {:#x} is in sysfs' config but not in VFIO's", cap.id, cap.offset);
+  }
+}
+
 // VFIO's interrupt counts against the capabilities in sysfs' config file:
 // MSI as many vectors as the MSI capability's Multiple Message Capable field
 // (none without the capability), MSI-X its table size, INTx one when the
