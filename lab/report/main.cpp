@@ -21,7 +21,17 @@
 #include "vfiolab/kernel_log.h"
 #include "vfiolab/ktap.h"
 
+#include "vfiolab/unique_fd.h"
+
 #include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <chrono>
@@ -216,12 +226,65 @@ int expect(const std::string& ktap_path, const std::string& log_path, const std:
   return failed == 0 ? 0 : 1;
 }
 
+// Asks QEMU's human monitor (a unix socket) each command in turn and prints
+// the answers without the monitor's line-editing escapes. For a run that
+// timed out: where each vCPU is (registers, HLT, RFLAGS) and its local
+// APIC (what is in service, what is pending). Best effort: what cannot be
+// asked is said, and the status is 0 unless the socket cannot be reached.
+int monitor(const std::string& path, const std::vector<std::string>& commands) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  if (!fd || path.size() >= sizeof(address.sun_path)) {
+    fmt::print(stderr, "vfiolab-lab-report monitor: cannot use socket {}\n", path);
+    return 1;
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    fmt::print(stderr, "vfiolab-lab-report monitor: connect {}: {}\n", path, std::strerror(errno));
+    return 1;
+  }
+  // Everything the monitor sends until it is quiet for `quiet`.
+  auto drain = [&](int quiet_ms) {
+    std::string text;
+    for (;;) {
+      pollfd p{fd.get(), POLLIN, 0};
+      if (::poll(&p, 1, quiet_ms) <= 0) break;
+      char chunk[65536];
+      const ssize_t got = ::read(fd.get(), chunk, sizeof chunk);
+      if (got <= 0) break;
+      text.append(chunk, static_cast<std::size_t>(got));
+    }
+    std::string clean;  // without ESC [ ... letter
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      if (text[i] == '\x1b' && i + 1 < text.size() && text[i + 1] == '[') {
+        i += 2;
+        while (i < text.size() && !std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
+        continue;
+      }
+      if (text[i] != '\r') clean += text[i];
+    }
+    return clean;
+  };
+  (void)drain(500);  // the banner
+  for (const auto& command : commands) {
+    const std::string line = command + "\n";
+    if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) break;
+    std::string answer = drain(1000);
+    // The monitor echoes the command as it was typed: drop that line.
+    if (const auto newline = answer.find('\n'); newline != std::string::npos) answer.erase(0, newline + 1);
+    fmt::print("=== {}\n{}\n", command, answer);
+  }
+  return 0;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]\n"
              "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n"
              "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] "
-             "[--note TEXT]...\n");
+             "[--note TEXT]...\n"
+             "       vfiolab-lab-report monitor SOCKET COMMAND...\n");
   return 2;
 }
 
@@ -244,6 +307,10 @@ int main(int argc, char** argv) {
       }
     }
     return follow(verbose, timing, tests);
+  }
+  if (args[0] == "monitor") {
+    if (args.size() < 3) return usage();
+    return monitor(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (args[0] != "summarize" && args[0] != "expect") return usage();
   std::string ktap_path, log_path, junit_path, expect_path, draft_path;
