@@ -1,5 +1,5 @@
 // Every driver vfiolab has, one line each.
-#include "vfiolab/driver.h"
+#include "vfiolab/drivers.h"
 
 #include "dsa/dsa.h"
 #include "edu/edu.h"

@@ -3,6 +3,7 @@
 // failure with the library's message.
 #pragma once
 
+#include "check.h"
 #include "harness.h"
 
 #include "vfiolab/error.h"

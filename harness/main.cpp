@@ -28,9 +28,9 @@
 namespace vfiolab::harness {
 namespace {
 
-constexpr int kExitPass = 0;
-constexpr int kExitFail = 1;
-constexpr int kExitSkip = 4;
+using ktap::kExitFail;
+using ktap::kExitPass;
+using ktap::kExitSkip;
 constexpr std::chrono::seconds kDefaultTimeout{60};
 
 std::vector<std::string>& bdfs() {
@@ -301,12 +301,11 @@ int main(int argc, char** argv) {
       chosen_mode() = *mode;
     } else if (arg == "-T") {
       std::string seconds = value();
-      try {
-        default_timeout = std::chrono::seconds(std::stoul(seconds));
-      } catch (const std::exception&) {
-        fmt::print(stderr, "{}: -T wants seconds, not '{}'\n", argv[0], seconds);
+      if (!positive_number(seconds)) {
+        fmt::print(stderr, "{}: -T wants a positive whole number of seconds, not '{}'\n", argv[0], seconds);
         return kExitFail;
       }
+      default_timeout = std::chrono::seconds(*positive_number(seconds));
     } else if (arg == "-h" || arg == "--help") {
       usage(argv[0]);
       return kExitPass;
@@ -333,7 +332,7 @@ int main(int argc, char** argv) {
     } else {
       auto bdf = parse_bdf(arg);
       if (!bdf) {
-        fmt::print(stderr, "{}: {}\n", argv[0], bdf.error());
+        fmt::print(stderr, "{}: {}\n", argv[0], bdf.error().message());
         return kExitFail;
       }
       bdfs().push_back(bdf->str());
@@ -343,7 +342,7 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("VFIO_SELFTESTS_BDF"); env && *env) {
       auto bdf = parse_bdf(env);
       if (!bdf) {
-        fmt::print(stderr, "{}: VFIO_SELFTESTS_BDF: {}\n", argv[0], bdf.error());
+        fmt::print(stderr, "{}: VFIO_SELFTESTS_BDF: {}\n", argv[0], bdf.error().message());
         return kExitFail;
       }
       bdfs().push_back(bdf->str());
@@ -355,6 +354,7 @@ int main(int argc, char** argv) {
     std::string gtest_name;
   };
   std::vector<Selected> selected;
+  std::vector<TestName> known;
   auto* unit = testing::UnitTest::GetInstance();
   for (int s = 0; s < unit->total_test_suite_count(); ++s) {
     const auto* suite = unit->GetTestSuite(s);
@@ -363,8 +363,17 @@ int main(int argc, char** argv) {
       std::string gtest_name = fmt::format("{}.{}", info->test_suite_name(), info->name());
       if (!gtest_filter_matches(testing::GTEST_FLAG(filter), gtest_name)) continue;
       TestName name = kselftest_name(info->test_suite_name(), info->name());
+      known.push_back(name);
       if (selection.selects(name)) selected.push_back({name, gtest_name});
     }
+  }
+  if (const auto missing = selection.unmatched(known); !missing.empty()) {
+    for (const auto& word : missing) fmt::print(stderr, "{}: {} matches no test (list them with -l)\n", argv[0], word);
+    return kExitFail;
+  }
+  if (!selection.empty() && selected.empty()) {
+    fmt::print(stderr, "{}: no test has all of the fixture, variant and test asked for (list them with -l)\n", argv[0]);
+    return kExitFail;
   }
 
   if (list) {
@@ -378,28 +387,21 @@ int main(int argc, char** argv) {
     out.plan(0);
     out.diagnostic("no device: pass a BDF as the last argument or set VFIO_SELFTESTS_BDF");
     usage(argv[0]);
-    fmt::print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n");
+    ktap::write_totals(stdout, {});
     return kExitSkip;
   }
   out.plan(static_cast<int>(selected.size()));
-  int passed = 0, failed = 0, skipped = 0;
   for (const auto& test : selected) {
     Outcome outcome = run_isolated(test.gtest_name, timeout_for(test.name.full(), default_timeout));
     for (const auto& line : outcome.output) fmt::print("{}{}\n", line.starts_with("#") ? "" : "# ", line);
     if (outcome.directive == ktap::Directive::skip) {
       out.skip(test.name.full(), outcome.reason);
-      ++skipped;
     } else if (outcome.ok) {
       out.pass(test.name.full());
-      ++passed;
     } else {
       if (!outcome.reason.empty()) out.diagnostic(outcome.reason);
       out.result(false, test.name.full(), outcome.directive);
-      ++failed;
     }
   }
-  fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", passed, failed, skipped);
-  if (failed) return kExitFail;
-  if (passed == 0 && skipped > 0) return kExitSkip;
-  return kExitPass;
+  return out.finish();
 }

@@ -79,4 +79,19 @@ bool Selection::selects(const TestName& name) const {
          listed_or_any(tests, name.test);
 }
 
+std::vector<std::string> Selection::unmatched(const std::vector<TestName>& known) const {
+  std::vector<std::string> missing;
+  auto check_words = [&](const std::vector<std::string>& words, const char* option, auto part) {
+    for (const auto& word : words) {
+      const bool found = std::any_of(known.begin(), known.end(), [&](const TestName& name) { return part(name) == word; });
+      if (!found) missing.push_back(std::string(option) + " " + word);
+    }
+  };
+  check_words(fixtures, "-f", [](const TestName& name) { return name.fixture; });
+  check_words(variants, "-v", [](const TestName& name) { return name.variant; });
+  check_words(tests, "-t", [](const TestName& name) { return name.test; });
+  check_words(full, "-r", [](const TestName& name) { return name.full(); });
+  return missing;
+}
+
 }  // namespace vfiolab::harness

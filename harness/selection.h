@@ -28,6 +28,10 @@ struct Selection {
   // fixture, variant and test each match what was asked of that part.
   bool selects(const TestName& name) const;
   bool empty() const { return fixtures.empty() && variants.empty() && tests.empty() && full.empty(); }
+  // Each word asked for that names no fixture, variant, test or full name
+  // among `known`, as its option and the word ("-t typo"): a misspelt
+  // filter is an error, never an empty run that passes.
+  std::vector<std::string> unmatched(const std::vector<TestName>& known) const;
 };
 
 // GoogleTest's --gtest_filter syntax: "POSITIVE[-NEGATIVE]", each a

@@ -117,7 +117,7 @@ Result<std::shared_ptr<const Kvm>> Kvm::open() {
           error == ENOENT ? "no KVM here: the kernel lacks it or the CPU has no virtualization (VMX/SVM) to offer"
                           : "KVM is not usable here"));
     }
-    return std::unexpected(errno_error("open /dev/kvm"));
+    return std::unexpected(make_error(error, "open /dev/kvm"));
   }
   const int version = ::ioctl(kvm->fd(), KVM_GET_API_VERSION, 0);
   if (version != kKvmApiVersion) {
@@ -125,7 +125,10 @@ Result<std::shared_ptr<const Kvm>> Kvm::open() {
                                              fmt::format("API version {}, not {}", version, kKvmApiVersion)));
   }
   const int mmap_size = ::ioctl(kvm->fd(), KVM_GET_VCPU_MMAP_SIZE, 0);
-  if (mmap_size <= 0) return std::unexpected(errno_error("KVM_GET_VCPU_MMAP_SIZE"));
+  if (mmap_size <= 0) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "KVM_GET_VCPU_MMAP_SIZE"));
+  }
   kvm->vcpu_mmap_size_ = static_cast<std::size_t>(mmap_size);
 
   if (auto r = kvm->require(KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"); !r) return std::unexpected(r.error());
@@ -138,7 +141,10 @@ Result<std::shared_ptr<const Kvm>> Kvm::open() {
       kvm->cpuid_.assign(cpuid->entries, cpuid->entries + cpuid->nent);
       break;
     }
-    if (errno != E2BIG || entries > 4096) return std::unexpected(errno_error("KVM_GET_SUPPORTED_CPUID"));
+    const int err = errno;
+    if (err != E2BIG || entries > 4096) {
+      return std::unexpected(make_error(err, "KVM_GET_SUPPORTED_CPUID"));
+    }
   }
   return std::shared_ptr<const Kvm>(std::move(kvm));
 }
@@ -159,7 +165,10 @@ Result<void> Kvm::require(long capability, std::string_view name) const {
 Result<GuestArena> GuestArena::create(std::size_t size) {
   size = align_up(size, x86::kPageSize);
   void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (address == MAP_FAILED) return std::unexpected(errno_error("mmap guest arena", fmt::format("{} bytes", size)));
+  if (address == MAP_FAILED) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "mmap guest arena", fmt::format("{} bytes", size)));
+  }
   return GuestArena(MemoryMapping(address, size));
 }
 
@@ -190,8 +199,14 @@ Result<std::unique_ptr<Vm>> Vm::create(std::shared_ptr<const Kvm> kvm, const VmO
   }
   auto vm = std::make_unique<Vm>(Key{}, std::move(kvm));
   vm->fd_.reset(::ioctl(vm->kvm().fd(), KVM_CREATE_VM, 0));
-  if (!vm->fd_) return std::unexpected(errno_error("KVM_CREATE_VM"));
-  if (::ioctl(vm->fd(), KVM_CREATE_IRQCHIP, 0) != 0) return std::unexpected(vm->vm_error("KVM_CREATE_IRQCHIP"));
+  if (!vm->fd_) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "KVM_CREATE_VM"));
+  }
+  if (::ioctl(vm->fd(), KVM_CREATE_IRQCHIP, 0) != 0) {
+    const int err = errno;
+    return std::unexpected(vm->vm_error(err, "KVM_CREATE_IRQCHIP"));
+  }
 
   auto arena = GuestArena::create(options.arena_size);
   if (!arena) return std::unexpected(arena.error());
@@ -204,8 +219,8 @@ Result<std::unique_ptr<Vm>> Vm::create(std::shared_ptr<const Kvm> kvm, const VmO
   return vm;
 }
 
-Error Vm::vm_error(std::string operation, std::string context) const {
-  return errno_error(std::move(operation), context.empty() ? "KVM VM" : "KVM VM: " + context);
+Error Vm::vm_error(int err, std::string operation, std::string context) const {
+  return make_error(err, std::move(operation), context.empty() ? "KVM VM" : "KVM VM: " + context);
 }
 
 Result<void> Vm::set_user_memory_region(std::uint32_t slot, std::uint64_t gpa, void* host, std::size_t size) {
@@ -215,8 +230,9 @@ Result<void> Vm::set_user_memory_region(std::uint32_t slot, std::uint64_t gpa, v
   region.memory_size = size;
   region.userspace_addr = reinterpret_cast<std::uintptr_t>(host);
   if (::ioctl(fd(), KVM_SET_USER_MEMORY_REGION, &region) != 0) {
+    const int err = errno;
     return std::unexpected(
-        vm_error("KVM_SET_USER_MEMORY_REGION", fmt::format("slot {} gpa {:#x} size {:#x} at {}", slot, gpa, size, host)));
+        vm_error(err, "KVM_SET_USER_MEMORY_REGION", fmt::format("slot {} gpa {:#x} size {:#x} at {}", slot, gpa, size, host)));
   }
   return {};
 }
@@ -316,9 +332,15 @@ void Vm::set_handler(std::uint8_t vector, InterruptHandler handler) { vfiolab_kv
 Result<Vcpu*> Vm::add_vcpu() {
   const auto id = static_cast<std::uint32_t>(vcpus_.size());
   UniqueFd fd(::ioctl(this->fd(), KVM_CREATE_VCPU, id));
-  if (!fd) return std::unexpected(vm_error("KVM_CREATE_VCPU", fmt::format("vCPU {}", id)));
+  if (!fd) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_CREATE_VCPU", fmt::format("vCPU {}", id)));
+  }
   void* run = ::mmap(nullptr, kvm().vcpu_mmap_size(), PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (run == MAP_FAILED) return std::unexpected(vm_error("mmap kvm_run", fmt::format("vCPU {}", id)));
+  if (run == MAP_FAILED) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "mmap kvm_run", fmt::format("vCPU {}", id)));
+  }
   MemoryMapping run_mapping(run, kvm().vcpu_mmap_size());
   auto* stack = static_cast<std::byte*>(arena_.allocate(stack_size_, 16));
   if (!stack) return std::unexpected(make_error(ENOMEM, "guest stack", "the arena is full"));
@@ -340,7 +362,10 @@ Result<void> Vm::configure_vcpu(Vcpu& vcpu) {
     if (entry.function == 1) entry.ebx = (entry.ebx & 0x00ffffff) | (vcpu.id() << 24);
     if (entry.function == 0xb || entry.function == 0x1f) entry.edx = vcpu.id();
   }
-  if (::ioctl(vcpu.fd(), KVM_SET_CPUID2, cpuid) != 0) return std::unexpected(vm_error("KVM_SET_CPUID2", fmt::format("vCPU {}", vcpu.id())));
+  if (::ioctl(vcpu.fd(), KVM_SET_CPUID2, cpuid) != 0) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_SET_CPUID2", fmt::format("vCPU {}", vcpu.id())));
+  }
 
   auto sregs = vcpu.sregs();
   if (!sregs) return std::unexpected(sregs.error());
@@ -385,7 +410,8 @@ Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message
     entry.u.msi.data = msi.data;
   }
   if (::ioctl(fd(), KVM_SET_GSI_ROUTING, routing) != 0) {
-    return std::unexpected(vm_error("KVM_SET_GSI_ROUTING", fmt::format("GSI {} address {:#x} data {:#x}", gsi,
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_SET_GSI_ROUTING", fmt::format("GSI {} address {:#x} data {:#x}", gsi,
                                                                        message.address, message.data)));
   }
   msi_routes_ = std::move(routes);
@@ -397,7 +423,10 @@ Result<void> Vm::assign_irqfd(std::uint32_t gsi, int eventfd) {
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<std::uint32_t>(eventfd);
   irqfd.gsi = gsi;
-  if (::ioctl(fd(), KVM_IRQFD, &irqfd) != 0) return std::unexpected(vm_error("KVM_IRQFD", fmt::format("GSI {} eventfd {}", gsi, eventfd)));
+  if (::ioctl(fd(), KVM_IRQFD, &irqfd) != 0) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_IRQFD", fmt::format("GSI {} eventfd {}", gsi, eventfd)));
+  }
   return {};
 }
 
@@ -407,7 +436,8 @@ Result<void> Vm::deassign_irqfd(std::uint32_t gsi, int eventfd) {
   irqfd.gsi = gsi;
   irqfd.flags = KVM_IRQFD_FLAG_DEASSIGN;
   if (::ioctl(fd(), KVM_IRQFD, &irqfd) != 0) {
-    return std::unexpected(vm_error("KVM_IRQFD deassign", fmt::format("GSI {} eventfd {}", gsi, eventfd)));
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_IRQFD deassign", fmt::format("GSI {} eventfd {}", gsi, eventfd)));
   }
   return {};
 }
@@ -421,7 +451,10 @@ Result<void> Vm::signal_msi(const x86::MsiMessage& message) {
   // Returns how many APICs took it: 0 means none did (none matched, or the
   // interrupt was blocked).
   const int delivered = ::ioctl(fd(), KVM_SIGNAL_MSI, &msi);
-  if (delivered < 0) return std::unexpected(vm_error("KVM_SIGNAL_MSI", fmt::format("address {:#x} data {:#x}", message.address, message.data)));
+  if (delivered < 0) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_SIGNAL_MSI", fmt::format("address {:#x} data {:#x}", message.address, message.data)));
+  }
   if (delivered == 0) {
     return std::unexpected(make_error(0, "KVM_SIGNAL_MSI", fmt::format("address {:#x} data {:#x}: no APIC took it", message.address, message.data)));
   }
@@ -430,7 +463,9 @@ Result<void> Vm::signal_msi(const x86::MsiMessage& message) {
 
 // ---- Vcpu
 
-Error Vcpu::vcpu_error(std::string operation) const { return errno_error(std::move(operation), fmt::format("vCPU {}", id_)); }
+Error Vcpu::vcpu_error(int err, std::string operation) const {
+  return make_error(err, std::move(operation), fmt::format("vCPU {}", id_));
+}
 
 Result<void> Vcpu::start(GuestFunction function, void* argument) {
   kvm_regs regs{};
@@ -445,8 +480,9 @@ Result<void> Vcpu::start(GuestFunction function, void* argument) {
 Result<Ucall> Vcpu::run() {
   for (;;) {
     if (::ioctl(fd(), KVM_RUN, 0) != 0) {
-      if (errno == EINTR || errno == EAGAIN) continue;
-      return std::unexpected(vcpu_error("KVM_RUN"));
+      const int err = errno;
+      if (err == EINTR || err == EAGAIN) continue;
+      return std::unexpected(vcpu_error(err, "KVM_RUN"));
     }
     const kvm_run& state = *run_state();
     if (state.exit_reason == KVM_EXIT_INTR) continue;
@@ -513,13 +549,19 @@ Result<void> Vcpu::run_until_done() {
 template <typename T>
 Result<T> Vcpu::get(unsigned long request, const char* name) const {
   T value{};
-  if (::ioctl(fd(), request, &value) != 0) return std::unexpected(vcpu_error(name));
+  if (::ioctl(fd(), request, &value) != 0) {
+    const int err = errno;
+    return std::unexpected(vcpu_error(err, name));
+  }
   return value;
 }
 
 template <typename T>
 Result<void> Vcpu::set(unsigned long request, const char* name, const T& value) {
-  if (::ioctl(fd(), request, &value) != 0) return std::unexpected(vcpu_error(name));
+  if (::ioctl(fd(), request, &value) != 0) {
+    const int err = errno;
+    return std::unexpected(vcpu_error(err, name));
+  }
   return {};
 }
 
@@ -556,7 +598,10 @@ Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {
   msrs->nmsrs = 1;
   msrs->entries[0].index = index;
   const int read = ::ioctl(fd(), KVM_GET_MSRS, msrs);
-  if (read < 0) return std::unexpected(vcpu_error(fmt::format("KVM_GET_MSRS {:#x}", index)));
+  if (read < 0) {
+    const int err = errno;
+    return std::unexpected(vcpu_error(err, fmt::format("KVM_GET_MSRS {:#x}", index)));
+  }
   // KVM_GET_MSRS answers with how many it read: 0 for an MSR it does not know.
   if (read != 1) return std::unexpected(make_error(ENOENT, fmt::format("KVM_GET_MSRS {:#x}", index), "KVM does not support this MSR"));
   return msrs->entries[0].data;
@@ -569,9 +614,13 @@ Result<void> Vcpu::set_tsc_offset(std::int64_t offset) {
   attr.attr = KVM_VCPU_TSC_OFFSET;
   attr.addr = reinterpret_cast<std::uint64_t>(&offset);
   if (::ioctl(fd(), KVM_HAS_DEVICE_ATTR, &attr) != 0) {
-    return std::unexpected(unsupported_error(errno, "KVM_HAS_DEVICE_ATTR", "this KVM has no KVM_VCPU_TSC_OFFSET"));
+    const int err = errno;
+    return std::unexpected(unsupported_error(err, "KVM_HAS_DEVICE_ATTR", "this KVM has no KVM_VCPU_TSC_OFFSET"));
   }
-  if (::ioctl(fd(), KVM_SET_DEVICE_ATTR, &attr) != 0) return std::unexpected(vcpu_error("KVM_SET_DEVICE_ATTR KVM_VCPU_TSC_OFFSET"));
+  if (::ioctl(fd(), KVM_SET_DEVICE_ATTR, &attr) != 0) {
+    const int err = errno;
+    return std::unexpected(vcpu_error(err, "KVM_SET_DEVICE_ATTR KVM_VCPU_TSC_OFFSET"));
+  }
   return {};
 }
 

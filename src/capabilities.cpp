@@ -42,6 +42,15 @@ T load_native(std::span<const std::byte> bytes, std::size_t offset) {
 }
 
 // PCI configuration space is little-endian whatever the host is. Callers check bounds first.
+// Malformed input: no syscall failed, so no errno (the caller names the
+// ioctl or file it came from).
+std::unexpected<Error> bad_info(std::string what) {
+  return std::unexpected(make_error(0, "VFIO info capability chain", std::move(what)));
+}
+std::unexpected<Error> bad_config(std::string what) {
+  return std::unexpected(make_error(0, "PCI capability list", std::move(what)));
+}
+
 std::uint32_t load_le(std::span<const std::byte> bytes, std::size_t offset, std::size_t width) {
   std::uint32_t value = 0;
   for (std::size_t index = 0; index < width; ++index)
@@ -49,25 +58,25 @@ std::uint32_t load_le(std::span<const std::byte> bytes, std::size_t offset, std:
   return value;
 }
 
-std::expected<void, std::string> check_decoder_input(const InfoCapability& cap, std::uint16_t expected_id,
+Result<void> check_decoder_input(const InfoCapability& cap, std::uint16_t expected_id,
                                                      std::string_view what, std::size_t fixed_size) {
   if (cap.id != expected_id)
-    return std::unexpected(fmt::format("capability at offset {:#x} has id {}, not the {} capability id {}",
+    return bad_info(fmt::format("capability at offset {:#x} has id {}, not the {} capability id {}",
                                        cap.offset, cap.id, what, expected_id));
   if (cap.bytes.size() < fixed_size)
-    return std::unexpected(
+    return bad_info(
         fmt::format("{} capability at offset {:#x} has {} bytes, fewer than the {} it needs", what,
                     cap.offset, cap.bytes.size(), fixed_size));
   return {};
 }
 
 // Checks that `count` entries of `entry_size` bytes after the fixed part are all present.
-std::expected<void, std::string> check_array_fits(const InfoCapability& cap, std::string_view what,
+Result<void> check_array_fits(const InfoCapability& cap, std::string_view what,
                                                   std::size_t fixed_size, std::uint32_t count,
                                                   std::size_t entry_size) {
   const std::uint64_t needed = fixed_size + std::uint64_t{count} * entry_size;
   if (needed > cap.bytes.size())
-    return std::unexpected(
+    return bad_info(
         fmt::format("{} capability at offset {:#x} declares {} entries ({} bytes) but has only "
                     "{} bytes",
                     what, cap.offset, count, needed, cap.bytes.size()));
@@ -76,18 +85,18 @@ std::expected<void, std::string> check_array_fits(const InfoCapability& cap, std
 
 }  // namespace
 
-std::expected<std::vector<InfoCapability>, std::string>
+Result<std::vector<InfoCapability>>
 parse_info_capabilities(std::span<const std::byte> buffer, std::uint32_t first_offset) {
   constexpr std::size_t header_size = sizeof(vfio_info_cap_header);
   std::vector<InfoCapability> caps;
   std::uint32_t offset = first_offset;
   while (offset != 0) {
     if (caps.size() == max_info_capabilities)
-      return std::unexpected(
+      return bad_info(
           fmt::format("more than {} capabilities in the chain (the next is at offset {:#x})",
                       max_info_capabilities, offset));
     if (!fits(buffer.size(), offset, header_size))
-      return std::unexpected(fmt::format(
+      return bad_info(fmt::format(
           "capability header at offset {:#x} does not fit in the {}-byte buffer", offset, buffer.size()));
     InfoCapability cap;
     cap.offset = offset;
@@ -97,7 +106,7 @@ parse_info_capabilities(std::span<const std::byte> buffer, std::uint32_t first_o
     // Requiring every next header to start past the current one rules out loops and overlapping headers, and
     // makes the caps' extents ([offset, next offset)) well defined.
     if (next != 0 && std::uint64_t{next} < std::uint64_t{offset} + header_size)
-      return std::unexpected(
+      return bad_info(
           fmt::format("capability at offset {:#x} has next offset {:#x}, which does not move "
                       "forward past its header",
                       offset, next));
@@ -118,7 +127,7 @@ const InfoCapability* find_info_capability(const std::vector<InfoCapability>& ca
   return nullptr;
 }
 
-std::expected<std::vector<SparseMmapArea>, std::string> decode_sparse_mmap(const InfoCapability& cap) {
+Result<std::vector<SparseMmapArea>> decode_sparse_mmap(const InfoCapability& cap) {
   using Cap = vfio_region_info_cap_sparse_mmap;
   using Area = vfio_region_sparse_mmap_area;
   constexpr std::string_view what = "sparse mmap";
@@ -137,7 +146,7 @@ std::expected<std::vector<SparseMmapArea>, std::string> decode_sparse_mmap(const
   return areas;
 }
 
-std::expected<RegionType, std::string> decode_region_type(const InfoCapability& cap) {
+Result<RegionType> decode_region_type(const InfoCapability& cap) {
   using Cap = vfio_region_info_cap_type;
   if (auto checked = check_decoder_input(cap, VFIO_REGION_INFO_CAP_TYPE, "region type", sizeof(Cap));
       !checked)
@@ -146,7 +155,7 @@ std::expected<RegionType, std::string> decode_region_type(const InfoCapability& 
                     .subtype = load_native<std::uint32_t>(cap.bytes, offsetof(Cap, subtype))};
 }
 
-std::expected<std::vector<IovaSpan>, std::string> decode_iova_ranges(const InfoCapability& cap) {
+Result<std::vector<IovaSpan>> decode_iova_ranges(const InfoCapability& cap) {
   using Cap = vfio_iommu_type1_info_cap_iova_range;
   using Range = vfio_iova_range;
   constexpr std::string_view what = "IOVA range";
@@ -164,7 +173,7 @@ std::expected<std::vector<IovaSpan>, std::string> decode_iova_ranges(const InfoC
                         .last = load_native<std::uint64_t>(cap.bytes, base + offsetof(Range, end))};
     // An inverted range would make later size computations wrap around.
     if (span.start > span.last)
-      return std::unexpected(
+      return bad_info(
           fmt::format("IOVA range capability at offset {:#x}: range {} starts at {:#x}, "
                       "after its last address {:#x}",
                       cap.offset, index, span.start, span.last));
@@ -173,7 +182,7 @@ std::expected<std::vector<IovaSpan>, std::string> decode_iova_ranges(const InfoC
   return spans;
 }
 
-std::expected<std::uint32_t, std::string> decode_dma_avail(const InfoCapability& cap) {
+Result<std::uint32_t> decode_dma_avail(const InfoCapability& cap) {
   using Cap = vfio_iommu_type1_info_dma_avail;
   if (auto checked = check_decoder_input(cap, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, "DMA available", sizeof(Cap));
       !checked)
@@ -183,9 +192,9 @@ std::expected<std::uint32_t, std::string> decode_dma_avail(const InfoCapability&
 
 namespace {
 
-std::expected<void, std::string> check_config_size(std::span<const std::byte> config) {
+Result<void> check_config_size(std::span<const std::byte> config) {
   if (config.size() < pci_min_config_size)
-    return std::unexpected(
+    return bad_config(
         fmt::format("config space copy has {} bytes, fewer than the {}-byte standard header", config.size(),
                     pci_min_config_size));
   return {};
@@ -193,7 +202,7 @@ std::expected<void, std::string> check_config_size(std::span<const std::byte> co
 
 }  // namespace
 
-std::expected<std::vector<PciCapability>, std::string> walk_pci_capabilities(
+Result<std::vector<PciCapability>> walk_pci_capabilities(
     std::span<const std::byte> config) {
   if (auto checked = check_config_size(config); !checked) return std::unexpected(checked.error());
   std::vector<PciCapability> caps;
@@ -204,23 +213,23 @@ std::expected<std::vector<PciCapability>, std::string> walk_pci_capabilities(
   std::size_t offset = std::to_integer<std::uint8_t>(config[pointer_location]) & pci_cap_pointer_mask;
   while (offset != 0) {
     if (offset < pci_first_cap_offset)
-      return std::unexpected(
+      return bad_config(
           fmt::format("capability pointer {:#x} read at offset {:#x} points into the "
                       "standard header (below {:#x})",
                       offset, pointer_location, pci_first_cap_offset));
     // Need the ID byte and the next pointer byte.
     if (!fits(config.size(), offset, 2))
-      return std::unexpected(
+      return bad_config(
           fmt::format("capability pointer {:#x} read at offset {:#x} is past the end of the "
                       "{}-byte config space copy",
                       offset, pointer_location, config.size()));
     if (seen.test(offset))
-      return std::unexpected(
+      return bad_config(
           fmt::format("capability list loops: offset {:#x} (pointed to from {:#x}) was "
                       "already visited",
                       offset, pointer_location));
     if (caps.size() == pci_max_capabilities)
-      return std::unexpected(
+      return bad_config(
           fmt::format("more than {} capabilities in the standard list (the next is at offset "
                       "{:#x})",
                       pci_max_capabilities, offset));
@@ -233,7 +242,7 @@ std::expected<std::vector<PciCapability>, std::string> walk_pci_capabilities(
   return caps;
 }
 
-std::expected<std::vector<PciCapability>, std::string> walk_pci_ext_capabilities(
+Result<std::vector<PciCapability>> walk_pci_ext_capabilities(
     std::span<const std::byte> config) {
   if (auto checked = check_config_size(config); !checked) return std::unexpected(checked.error());
   std::vector<PciCapability> caps;
@@ -247,10 +256,10 @@ std::expected<std::vector<PciCapability>, std::string> walk_pci_ext_capabilities
   std::size_t offset = pci_config_size;
   while (true) {
     if (seen.test(offset / 4))
-      return std::unexpected(
+      return bad_config(
           fmt::format("extended capability list loops: offset {:#x} was already visited", offset));
     if (caps.size() == pci_max_ext_capabilities)
-      return std::unexpected(fmt::format("more than {} extended capabilities (the next is at offset {:#x})",
+      return bad_config(fmt::format("more than {} extended capabilities (the next is at offset {:#x})",
                                          pci_max_ext_capabilities, offset));
     seen.set(offset / 4);
     // offset is 4-byte aligned and below 0x1000 (12-bit next field), so the header fits in 4096 bytes.
@@ -261,12 +270,12 @@ std::expected<std::vector<PciCapability>, std::string> walk_pci_ext_capabilities
     const std::size_t next = header >> 20;
     if (next == 0) break;
     if (next < pci_config_size)
-      return std::unexpected(
+      return bad_config(
           fmt::format("extended capability at offset {:#x} has next offset {:#x}, below "
                       "{:#x}",
                       offset, next, pci_config_size));
     if (next % 4 != 0)
-      return std::unexpected(
+      return bad_config(
           fmt::format("extended capability at offset {:#x} has next offset {:#x}, which is "
                       "not 4-byte aligned",
                       offset, next));

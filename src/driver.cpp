@@ -7,9 +7,9 @@
 namespace vfiolab {
 
 Error Driver::driver_error(int errnum, std::string operation, std::string detail) const {
-  std::string context = fmt::format("{} driver on {}", name(), device_.name());
+  std::string context = fmt::format("{} driver", name());
   if (!detail.empty()) context += ": " + detail;
-  return make_error(errnum, std::move(operation), std::move(context));
+  return device_error(errnum, device_.name(), std::move(operation), std::move(context));
 }
 
 Result<void> Driver::init(const DmaRegion& region) {
@@ -27,10 +27,10 @@ Result<void> Driver::init(const DmaRegion& region) {
   region_ = region;
   max_memcpy_size_ = max_memcpy_count_ = 0;
   msi_vector_.reset();
-  device_.set_bus_master(true);
+  if (auto r = device_.set_bus_master(true); !r) return r;
   if (auto r = do_init(); !r) {
     do_remove();
-    device_.set_bus_master(false);
+    (void)device_.set_bus_master(false);  // the init's error is the one to report
     return r;
   }
   initialized_ = true;
@@ -38,12 +38,12 @@ Result<void> Driver::init(const DmaRegion& region) {
   return {};
 }
 
-void Driver::remove() {
-  if (!initialized_) return;
+Result<void> Driver::remove() {
+  if (!initialized_) return {};
   do_remove();
-  device_.set_bus_master(false);
   initialized_ = false;
   memcpy_in_flight_ = false;
+  return device_.set_bus_master(false);
 }
 
 Result<void> Driver::memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,

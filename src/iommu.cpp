@@ -30,10 +30,10 @@ std::string range_text(std::uint64_t iova, std::uint64_t size) {
 }
 
 // Opening a node that is not there means the kernel lacks the feature.
-Error open_error(const char* path, std::string_view mode) {
-  Error error = errno_error(fmt::format("open {}", path), fmt::format("mode {}", mode));
-  if (errno == ENOENT || errno == ENODEV || errno == ENXIO) error.unsupported = true;
-  if (errno == EACCES || errno == EPERM) error.context += "; run as root or grant access to the node";
+Error open_error(int err, const char* path, std::string_view mode) {
+  Error error = make_error(err, fmt::format("open {}", path), fmt::format("mode {}", mode));
+  if (err == ENOENT || err == ENODEV || err == ENXIO) error.unsupported = true;
+  if (err == EACCES || err == EPERM) error.context += "; run as root or grant access to the node";
   return error;
 }
 
@@ -63,7 +63,10 @@ Result<std::shared_ptr<Iommu>> Iommu::open(IommuMode mode) {
   const IommuModeInfo& info = iommu_mode_info(mode);
   if (info.container_path != nullptr) {
     iommu->container_.reset(::open(info.container_path, O_RDWR | O_CLOEXEC));
-    if (!iommu->container_) return std::unexpected(open_error(info.container_path, info.name));
+    if (!iommu->container_) {
+      const int err = errno;
+      return std::unexpected(open_error(err, info.container_path, info.name));
+    }
     int version = ::ioctl(iommu->container_.get(), VFIO_GET_API_VERSION);
     if (version != VFIO_API_VERSION) {
       return std::unexpected(make_error(EINVAL, "VFIO_GET_API_VERSION",
@@ -79,11 +82,15 @@ Result<std::shared_ptr<Iommu>> Iommu::open(IommuMode mode) {
   }
 
   iommu->iommufd_.reset(::open("/dev/iommu", O_RDWR | O_CLOEXEC));
-  if (!iommu->iommufd_) return std::unexpected(open_error("/dev/iommu", info.name));
+  if (!iommu->iommufd_) {
+    const int err = errno;
+    return std::unexpected(open_error(err, "/dev/iommu", info.name));
+  }
   iommu_ioas_alloc alloc{};
   alloc.size = sizeof(alloc);
   if (::ioctl(iommu->iommufd_.get(), IOMMU_IOAS_ALLOC, &alloc) != 0) {
-    return std::unexpected(errno_error("IOMMU_IOAS_ALLOC", "mode iommufd"));
+    const int err = errno;
+    return std::unexpected(make_error(err, "IOMMU_IOAS_ALLOC", "mode iommufd"));
   }
   iommu->ioas_id_ = alloc.out_ioas_id;
   return iommu;
@@ -99,7 +106,8 @@ Result<void> Iommu::set_container_iommu() {
   if (iommu_type_set_) return {};
   const IommuModeInfo& info = iommu_mode_info(mode_);
   if (::ioctl(container_.get(), VFIO_SET_IOMMU, info.iommu_type) != 0) {
-    return std::unexpected(errno_error("VFIO_SET_IOMMU", fmt::format("mode {}", info.name)));
+    const int err = errno;
+    return std::unexpected(make_error(err, "VFIO_SET_IOMMU", fmt::format("mode {}", info.name)));
   }
   iommu_type_set_ = true;
   return {};
@@ -115,14 +123,16 @@ Result<int> Iommu::attach_group(int group) {
   std::string path = fmt::format("/dev/vfio/{}", group);
   UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!fd) {
-    Error error = errno_error(fmt::format("open {}", path), fmt::format("mode {}", mode_name()));
-    if (errno == EBUSY) error.context += "; the group is open elsewhere (another process or container)";
+    const int err = errno;
+    Error error = make_error(err, fmt::format("open {}", path), fmt::format("mode {}", mode_name()));
+    if (err == EBUSY) error.context += "; the group is open elsewhere (another process or container)";
     return std::unexpected(error);
   }
   vfio_group_status status{};
   status.argsz = sizeof(status);
   if (::ioctl(fd.get(), VFIO_GROUP_GET_STATUS, &status) != 0) {
-    return std::unexpected(errno_error("VFIO_GROUP_GET_STATUS", path));
+    const int err = errno;
+    return std::unexpected(make_error(err, "VFIO_GROUP_GET_STATUS", path));
   }
   if (!(status.flags & VFIO_GROUP_FLAGS_VIABLE)) {
     return std::unexpected(make_error(
@@ -131,7 +141,8 @@ Result<int> Iommu::attach_group(int group) {
   }
   int container = container_.get();
   if (::ioctl(fd.get(), VFIO_GROUP_SET_CONTAINER, &container) != 0) {
-    return std::unexpected(errno_error("VFIO_GROUP_SET_CONTAINER", fmt::format("group {} mode {}", group, mode_name())));
+    const int err = errno;
+    return std::unexpected(make_error(err, "VFIO_GROUP_SET_CONTAINER", fmt::format("group {} mode {}", group, mode_name())));
   }
   // The IOMMU type can only be set once a group is in the container.
   if (auto set = set_container_iommu(); !set) return std::unexpected(set.error());
@@ -140,7 +151,7 @@ Result<int> Iommu::attach_group(int group) {
   return raw;
 }
 
-Result<void> Iommu::try_map(const DmaRegion& region, std::uint32_t access) {
+Result<void> Iommu::map_in_kernel(const DmaRegion& region, std::uint32_t access) {
   if (mode_ == IommuMode::iommufd) {
     iommu_ioas_map map{};
     map.size = sizeof(map);
@@ -152,7 +163,8 @@ Result<void> Iommu::try_map(const DmaRegion& region, std::uint32_t access) {
     map.length = region.size;
     map.iova = region.iova;
     if (::ioctl(iommufd_.get(), IOMMU_IOAS_MAP, &map) != 0) {
-      return std::unexpected(errno_error("IOMMU_IOAS_MAP", range_text(region.iova, region.size)));
+      const int err = errno;
+      return std::unexpected(make_error(err, "IOMMU_IOAS_MAP", range_text(region.iova, region.size)));
     }
     return {};
   }
@@ -164,13 +176,14 @@ Result<void> Iommu::try_map(const DmaRegion& region, std::uint32_t access) {
   map.iova = region.iova;
   map.size = region.size;
   if (::ioctl(container_.get(), VFIO_IOMMU_MAP_DMA, &map) != 0) {
+    const int err = errno;
     return std::unexpected(
-        errno_error("VFIO_IOMMU_MAP_DMA", fmt::format("mode {} {}", mode_name(), range_text(region.iova, region.size))));
+        make_error(err, "VFIO_IOMMU_MAP_DMA", fmt::format("mode {} {}", mode_name(), range_text(region.iova, region.size))));
   }
   return {};
 }
 
-Result<std::uint64_t> Iommu::try_unmap(std::uint64_t iova, std::uint64_t size) {
+Result<std::uint64_t> Iommu::unmap_in_kernel(std::uint64_t iova, std::uint64_t size) {
   if (mode_ == IommuMode::iommufd) {
     iommu_ioas_unmap unmap{};
     unmap.size = sizeof(unmap);
@@ -178,7 +191,8 @@ Result<std::uint64_t> Iommu::try_unmap(std::uint64_t iova, std::uint64_t size) {
     unmap.iova = iova;
     unmap.length = size;
     if (::ioctl(iommufd_.get(), IOMMU_IOAS_UNMAP, &unmap) != 0) {
-      return std::unexpected(errno_error("IOMMU_IOAS_UNMAP", range_text(iova, size)));
+      const int err = errno;
+      return std::unexpected(make_error(err, "IOMMU_IOAS_UNMAP", range_text(iova, size)));
     }
     return unmap.length;
   }
@@ -187,24 +201,26 @@ Result<std::uint64_t> Iommu::try_unmap(std::uint64_t iova, std::uint64_t size) {
   unmap.iova = iova;
   unmap.size = size;
   if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) {
+    const int err = errno;
     return std::unexpected(
-        errno_error("VFIO_IOMMU_UNMAP_DMA", fmt::format("mode {} {}", mode_name(), range_text(iova, size))));
+        make_error(err, "VFIO_IOMMU_UNMAP_DMA", fmt::format("mode {} {}", mode_name(), range_text(iova, size))));
   }
   return unmap.size;
 }
 
-Result<std::uint64_t> Iommu::try_unmap_all() {
-  if (mode_ == IommuMode::iommufd) return try_unmap(0, UINT64_MAX);  // iommufd's "everything"
+Result<std::uint64_t> Iommu::unmap_all_in_kernel() {
+  if (mode_ == IommuMode::iommufd) return unmap_in_kernel(0, UINT64_MAX);  // iommufd's "everything"
   vfio_iommu_type1_dma_unmap unmap{};
   unmap.argsz = sizeof(unmap);
   unmap.flags = VFIO_DMA_UNMAP_FLAG_ALL;
   if (::ioctl(container_.get(), VFIO_IOMMU_UNMAP_DMA, &unmap) != 0) {
-    return std::unexpected(errno_error("VFIO_IOMMU_UNMAP_DMA(ALL)", fmt::format("mode {}", mode_name())));
+    const int err = errno;
+    return std::unexpected(make_error(err, "VFIO_IOMMU_UNMAP_DMA(ALL)", fmt::format("mode {}", mode_name())));
   }
   return unmap.size;
 }
 
-Result<std::vector<IovaRange>> Iommu::try_iova_ranges() const {
+Result<std::vector<IovaRange>> Iommu::kernel_iova_ranges() const {
   std::vector<IovaRange> ranges;
   if (mode_ == IommuMode::iommufd) {
     iommu_ioas_iova_ranges query{};
@@ -221,7 +237,8 @@ Result<std::vector<IovaRange>> Iommu::try_iova_ranges() const {
         for (const auto& r : raw) ranges.push_back({r.start, r.last});
         return ranges;
       }
-      if (errno != EMSGSIZE) return std::unexpected(errno_error("IOMMU_IOAS_IOVA_RANGES", "mode iommufd"));
+      const int err = errno;
+      if (err != EMSGSIZE) return std::unexpected(make_error(err, "IOMMU_IOAS_IOVA_RANGES", "mode iommufd"));
       raw.resize(query.num_iovas);
     }
     return std::unexpected(make_error(EAGAIN, "IOMMU_IOAS_IOVA_RANGES", "count kept changing"));
@@ -237,7 +254,8 @@ Result<std::vector<IovaRange>> Iommu::try_iova_ranges() const {
     header.argsz = static_cast<std::uint32_t>(buffer.size());
     std::memcpy(buffer.data(), &header, sizeof(header));
     if (::ioctl(container_.get(), VFIO_IOMMU_GET_INFO, buffer.data()) != 0) {
-      return std::unexpected(errno_error("VFIO_IOMMU_GET_INFO", fmt::format("mode {}", mode_name())));
+      const int err = errno;
+      return std::unexpected(make_error(err, "VFIO_IOMMU_GET_INFO", fmt::format("mode {}", mode_name())));
     }
     std::memcpy(&header, buffer.data(), sizeof(header));
     if (header.argsz > buffer.size()) {  // the kernel wants room for its capabilities
@@ -249,64 +267,70 @@ Result<std::vector<IovaRange>> Iommu::try_iova_ranges() const {
                                                fmt::format("mode {} reports no IOVA ranges", mode_name())));
     }
     auto caps = parse_info_capabilities(buffer, header.cap_offset);
-    if (!caps) return std::unexpected(make_error(EPROTO, "VFIO_IOMMU_GET_INFO capabilities", caps.error()));
+    if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "VFIO_IOMMU_GET_INFO capabilities"));
     const InfoCapability* cap = find_info_capability(*caps, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE);
     if (cap == nullptr) {
       return std::unexpected(unsupported_error(ENOTSUP, "VFIO_IOMMU_GET_INFO",
                                                fmt::format("mode {} has no IOVA range capability", mode_name())));
     }
     auto spans = decode_iova_ranges(*cap);
-    if (!spans) return std::unexpected(make_error(EPROTO, "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE", spans.error()));
+    if (!spans) return std::unexpected(wrap_error(spans.error(), EPROTO, "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE"));
     for (const auto& s : *spans) ranges.push_back({s.start, s.last});
     return ranges;
   }
   return std::unexpected(make_error(EAGAIN, "VFIO_IOMMU_GET_INFO", "argsz kept growing"));
 }
 
-void Iommu::map(const DmaRegion& region, std::uint32_t access) {
-  check(try_map(region, access));
+Result<void> Iommu::map(const DmaRegion& region, std::uint32_t access) {
+  if (auto mapped = map_in_kernel(region, access); !mapped) return mapped;
   std::lock_guard lock(mutex_);
   regions_.insert(region);
+  return {};
 }
 
 Result<MappedBuffer> Iommu::map_new(IovaAllocator& iovas, Backing backing, std::uint64_t size) {
   auto memory = DmaBuffer::allocate(backing, size);
   if (!memory) return std::unexpected(memory.error());
-  auto iova = iovas.allocate(std::bit_ceil(memory->size()));
-  if (!iova) return std::unexpected(make_error(ENOSPC, "IovaAllocator::allocate", iova.error()));
+  const std::uint64_t block = std::bit_ceil(memory->size());
+  auto iova = iovas.allocate(block);
+  if (!iova) return std::unexpected(iova.error());
   MappedBuffer buffer{std::move(*memory), {}};
   buffer.region = {buffer.memory.data(), *iova, buffer.memory.size()};
-  if (auto mapped = try_map(buffer.region); !mapped) return std::unexpected(mapped.error());
-  std::lock_guard lock(mutex_);
-  regions_.insert(buffer.region);
+  if (auto mapped = map(buffer.region); !mapped) {
+    iovas.give_back(*iova, block);  // the next buffer may have it
+    return std::unexpected(mapped.error());
+  }
   return buffer;
 }
 
-std::uint64_t Iommu::unmap(const DmaRegion& region) {
-  std::uint64_t unmapped = check(try_unmap(region.iova, region.size));
+Result<std::uint64_t> Iommu::unmap(std::uint64_t iova, std::uint64_t size) {
+  auto unmapped = unmap_in_kernel(iova, size);
+  if (!unmapped) return unmapped;
   std::lock_guard lock(mutex_);
-  regions_.erase(region.vaddr);
+  regions_.erase_within(iova, size);
   return unmapped;
 }
 
-std::uint64_t Iommu::unmap_all() {
-  std::uint64_t unmapped = check(try_unmap_all());
+Result<std::uint64_t> Iommu::unmap_all() {
+  auto unmapped = unmap_all_in_kernel();
+  if (!unmapped) return unmapped;
   std::lock_guard lock(mutex_);
   regions_.clear();
   return unmapped;
 }
 
-std::vector<IovaRange> Iommu::iova_ranges() const {
-  auto ranges = check(try_iova_ranges());
-  auto normalized = normalize_iova_ranges(std::move(ranges));
-  if (!normalized) throw VfioError(make_error(EPROTO, "IOVA ranges from the kernel", normalized.error()));
-  return *normalized;
+Result<std::vector<IovaRange>> Iommu::iova_ranges() const {
+  auto ranges = kernel_iova_ranges();
+  if (!ranges) return ranges;
+  auto normalized = normalize_iova_ranges(std::move(*ranges));
+  if (!normalized) return std::unexpected(wrap_error(normalized.error(), EPROTO, "IOVA ranges from the kernel"));
+  return normalized;
 }
 
-IovaAllocator Iommu::iova_allocator(std::uint64_t limit) const {
-  auto allocator = IovaAllocator::create(iova_ranges(), limit);
-  if (!allocator) throw VfioError(make_error(EINVAL, "IovaAllocator::create", allocator.error()));
-  return std::move(*allocator);
+Result<IovaAllocator> Iommu::iova_allocator(std::uint64_t limit) const {
+  auto ranges = iova_ranges();
+  if (!ranges) return std::unexpected(ranges.error());
+  return IovaAllocator::create(std::move(*ranges), limit);
 }
 
 Result<std::uint64_t> Iommu::to_iova(const void* vaddr) const {

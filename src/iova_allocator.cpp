@@ -1,5 +1,7 @@
 #include "vfiolab/iova_allocator.h"
 
+#include <cerrno>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -21,11 +23,12 @@ std::optional<std::uint64_t> align_up(std::uint64_t address, std::uint64_t align
 
 }  // namespace
 
-std::expected<std::vector<IovaRange>, std::string> normalize_iova_ranges(std::vector<IovaRange> ranges) {
+Result<std::vector<IovaRange>> normalize_iova_ranges(std::vector<IovaRange> ranges) {
   for (const IovaRange& range : ranges) {
     if (range.start > range.last) {
-      return std::unexpected(fmt::format("invalid IOVA range [{:#x}, {:#x}]: start is above last",
-                                         range.start, range.last));
+      return std::unexpected(make_error(EINVAL, "IOVA ranges",
+                                        fmt::format("invalid range [{:#x}, {:#x}]: start is above last",
+                                                    range.start, range.last)));
     }
   }
   std::ranges::sort(ranges);
@@ -47,8 +50,7 @@ std::expected<std::vector<IovaRange>, std::string> normalize_iova_ranges(std::ve
   return merged;
 }
 
-std::expected<IovaAllocator, std::string> IovaAllocator::create(std::vector<IovaRange> ranges,
-                                                                std::uint64_t limit) {
+Result<IovaAllocator> IovaAllocator::create(std::vector<IovaRange> ranges, std::uint64_t limit) {
   auto normalized = normalize_iova_ranges(std::move(ranges));
   if (!normalized) return std::unexpected(std::move(normalized.error()));
 
@@ -62,10 +64,11 @@ std::expected<IovaAllocator, std::string> IovaAllocator::create(std::vector<Iova
 
 IovaAllocator::IovaAllocator(std::vector<IovaRange> ranges) : ranges_(std::move(ranges)) { reset(); }
 
-std::expected<std::uint64_t, std::string> IovaAllocator::allocate(std::uint64_t size) {
-  if (size == 0) return std::unexpected(std::string("IOVA block size is zero"));
+Result<std::uint64_t> IovaAllocator::allocate(std::uint64_t size) {
+  if (size == 0) return std::unexpected(make_error(EINVAL, "IovaAllocator::allocate", "block size is zero"));
   if (!std::has_single_bit(size)) {
-    return std::unexpected(fmt::format("IOVA block size {:#x} is not a power of two", size));
+    return std::unexpected(
+        make_error(EINVAL, "IovaAllocator::allocate", fmt::format("block size {:#x} is not a power of two", size)));
   }
 
   for (std::size_t index = 0; index < ranges_.size(); ++index) {
@@ -86,8 +89,24 @@ std::expected<std::uint64_t, std::string> IovaAllocator::allocate(std::uint64_t 
     }
     return *block_start;
   }
-  return std::unexpected(fmt::format("no room for an IOVA block of size {:#x} in {} usable range(s)", size,
-                                     ranges_.size()));
+  return std::unexpected(make_error(ENOSPC, "IovaAllocator::allocate",
+                                    fmt::format("no room for a block of size {:#x} in {} usable range(s)", size,
+                                                ranges_.size())));
+}
+
+bool IovaAllocator::give_back(std::uint64_t start, std::uint64_t size) {
+  if (size == 0) return false;
+  const std::uint64_t last = start + (size - 1);
+  for (std::size_t index = 0; index < ranges_.size(); ++index) {
+    const IovaRange& range = ranges_[index];
+    if (start < range.start || last > range.last) continue;
+    Cursor& cursor = cursors_[index];
+    const bool newest = cursor.full ? last == range.last : cursor.next_free - 1 == last;
+    if (!newest) return false;
+    cursor = {start, false};
+    return true;
+  }
+  return false;
 }
 
 void IovaAllocator::reset() {

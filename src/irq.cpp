@@ -10,7 +10,10 @@ namespace vfiolab {
 
 Result<EventFd> EventFd::create() {
   UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!fd) return std::unexpected(errno_error("eventfd"));
+  if (!fd) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "eventfd"));
+  }
   return EventFd(std::move(fd));
 }
 
@@ -19,13 +22,17 @@ Result<std::optional<std::uint64_t>> EventFd::read() {
   ssize_t got = ::read(fd_.get(), &value, sizeof(value));
   if (got == sizeof(value)) return value;
   if (got < 0 && errno == EAGAIN) return std::nullopt;
-  return std::unexpected(errno_error("read eventfd"));
+  const int err = errno;
+  return std::unexpected(make_error(err, "read eventfd"));
 }
 
 Result<std::optional<std::uint64_t>> EventFd::wait(std::chrono::milliseconds timeout) {
   pollfd entry{fd_.get(), POLLIN, 0};
   int ready = ::poll(&entry, 1, static_cast<int>(timeout.count()));
-  if (ready < 0) return std::unexpected(errno_error("poll eventfd"));
+  if (ready < 0) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "poll eventfd"));
+  }
   if (ready == 0) return std::nullopt;
   return read();
 }

@@ -59,7 +59,7 @@ std::size_t free_hugepages(std::size_t page_size) {
   return pages;
 }
 
-Result<DmaBuffer> DmaBuffer::allocate(Backing backing, std::size_t size) {
+Result<DmaBuffer> DmaBuffer::allocate(Backing backing, std::size_t size, Prefault prefault) {
   const BackingInfo& info = backing_info(backing);
   std::size_t page = info.hugetlb ? info.page_size : static_cast<std::size_t>(::getpagesize());
   if (size == 0) return std::unexpected(make_error(EINVAL, "DmaBuffer::allocate", "size 0"));
@@ -85,12 +85,14 @@ Result<DmaBuffer> DmaBuffer::allocate(Backing backing, std::size_t size) {
     if (info.hugetlb) memfd_flags |= MFD_HUGETLB | static_cast<unsigned>(huge_flag(page));
     memfd.reset(::memfd_create("vfiolab-dma", memfd_flags));
     if (!memfd) {
-      Error error = errno_error("memfd_create", what);
-      error.unsupported = errno == ENOSYS || errno == EINVAL;
+      const int err = errno;
+      Error error = make_error(err, "memfd_create", what);
+      error.unsupported = err == ENOSYS || err == EINVAL;
       return std::unexpected(error);
     }
     if (::ftruncate(memfd.get(), static_cast<off_t>(rounded)) != 0) {
-      return std::unexpected(errno_error("ftruncate memfd", what));
+      const int err = errno;
+      return std::unexpected(make_error(err, "ftruncate memfd", what));
     }
   } else {
     map_flags = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -99,14 +101,17 @@ Result<DmaBuffer> DmaBuffer::allocate(Backing backing, std::size_t size) {
 
   void* address = ::mmap(nullptr, rounded, PROT_READ | PROT_WRITE, map_flags, memfd.get(), 0);
   if (address == MAP_FAILED) {
-    Error error = errno_error("mmap", what);
-    error.unsupported = info.hugetlb && errno == ENOMEM;
+    const int err = errno;
+    Error error = make_error(err, "mmap", what);
+    error.unsupported = info.hugetlb && err == ENOMEM;
     return std::unexpected(error);
   }
   MemoryMapping mapping(address, rounded);
   // Fault every page in now, so DMA mapping measures pinning, not faulting,
   // and a short pool fails here with a clear error rather than SIGBUS later.
-  for (std::size_t offset = 0; offset < rounded; offset += page) mapping.bytes()[offset] = std::byte{0};
+  if (prefault == Prefault::yes) {
+    for (std::size_t offset = 0; offset < rounded; offset += page) mapping.bytes()[offset] = std::byte{0};
+  }
   return DmaBuffer(backing, std::move(memfd), std::move(mapping));
 }
 

@@ -30,7 +30,10 @@ std::uint64_t bar_alignment(std::uint64_t size) {
 Result<MemoryMapping> map_aligned(int fd, std::uint64_t offset, std::uint64_t length, std::uint64_t align, int prot) {
   std::uint64_t reserve_length = length + align;
   void* reserved = ::mmap(nullptr, reserve_length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (reserved == MAP_FAILED) return std::unexpected(errno_error("mmap reservation"));
+  if (reserved == MAP_FAILED) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "mmap reservation"));
+  }
   auto base = reinterpret_cast<std::uintptr_t>(reserved);
   std::uintptr_t aligned = (base + align - 1) & ~(static_cast<std::uintptr_t>(align) - 1);
   // The slack on either side goes when these do; there is always some after
@@ -40,7 +43,8 @@ Result<MemoryMapping> map_aligned(int fd, std::uint64_t offset, std::uint64_t le
   void* mapped = ::mmap(reinterpret_cast<void*>(aligned), length, prot, MAP_SHARED | MAP_FIXED, fd,
                         static_cast<off_t>(offset));
   if (mapped == MAP_FAILED) {
-    Error error = errno_error("mmap", fmt::format("offset {:#x} length {:#x}", offset, length));
+    const int err = errno;
+    Error error = make_error(err, "mmap", fmt::format("offset {:#x} length {:#x}", offset, length));
     MemoryMapping cleanup(reinterpret_cast<void*>(aligned), length);  // the reservation's middle
     return std::unexpected(error);
   }
@@ -58,15 +62,15 @@ std::string_view irq_index_name(IrqIndex index) {
   return "?";
 }
 
-Error PciDevice::device_error(std::string operation, std::string detail) const {
-  std::string context = fmt::format("{} mode {}", bdf_.str(), iommu_->mode_name());
+Error PciDevice::error_here(int errnum, std::string operation, std::string detail) const {
+  std::string context = fmt::format("mode {}", iommu_->mode_name());
   if (!detail.empty()) context += " " + detail;
-  return errno_error(std::move(operation), std::move(context));
+  return device_error(errnum, bdf_.str(), std::move(operation), std::move(context));
 }
 
 Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, std::shared_ptr<Iommu> iommu) {
   auto bdf = parse_bdf(bdf_text);
-  if (!bdf) return std::unexpected(make_error(0, "PciDevice::open", bdf.error()));
+  if (!bdf) return std::unexpected(bdf.error());
   Sysfs sysfs;
   if (!sysfs.exists(*bdf)) {
     return std::unexpected(make_error(
@@ -98,7 +102,10 @@ Result<void> PciDevice::open_through_group() {
   if (!group_fd) return std::unexpected(group_fd.error());
   std::string name = bdf_.str();
   device_.reset(::ioctl(*group_fd, VFIO_GROUP_GET_DEVICE_FD, name.c_str()));
-  if (!device_) return std::unexpected(device_error("VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {}", *group)));
+  if (!device_) {
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {}", *group)));
+  }
   return {};
 }
 
@@ -111,33 +118,39 @@ Result<void> PciDevice::open_through_cdev() {
   }
   std::string path = "/dev/vfio/devices/" + *cdev;
   device_.reset(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  if (!device_) return std::unexpected(device_error("open " + path));
+  if (!device_) {
+    const int err = errno;
+    return std::unexpected(error_here(err, "open " + path));
+  }
 
   vfio_device_bind_iommufd bind{};
   bind.argsz = sizeof(bind);
   bind.iommufd = iommu_->iommufd();
   if (::ioctl(device_.get(), VFIO_DEVICE_BIND_IOMMUFD, &bind) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_BIND_IOMMUFD"));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_BIND_IOMMUFD"));
   }
   devid_ = bind.out_devid;
-  return try_attach_ioas(iommu_->ioas_id());
+  return attach_ioas(iommu_->ioas_id());
 }
 
-Result<void> PciDevice::try_attach_ioas(std::uint32_t pt_id) {
+Result<void> PciDevice::attach_ioas(std::uint32_t pt_id) {
   vfio_device_attach_iommufd_pt attach{};
   attach.argsz = sizeof(attach);
   attach.pt_id = pt_id;
   if (::ioctl(device_.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_ATTACH_IOMMUFD_PT", fmt::format("pt_id {}", pt_id)));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", fmt::format("pt_id {}", pt_id)));
   }
   return {};
 }
 
-Result<void> PciDevice::try_detach_ioas() {
+Result<void> PciDevice::detach_ioas() {
   vfio_device_detach_iommufd_pt detach{};
   detach.argsz = sizeof(detach);
   if (::ioctl(device_.get(), VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_DETACH_IOMMUFD_PT"));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_DETACH_IOMMUFD_PT"));
   }
   return {};
 }
@@ -145,14 +158,21 @@ Result<void> PciDevice::try_detach_ioas() {
 Result<void> PciDevice::read_info_and_map_bars() {
   info_.argsz = sizeof(info_);
   if (::ioctl(device_.get(), VFIO_DEVICE_GET_INFO, &info_) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_GET_INFO"));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_GET_INFO"));
   }
   if (!(info_.flags & VFIO_DEVICE_FLAGS_PCI)) {
-    return std::unexpected(make_error(0, "VFIO_DEVICE_GET_INFO", fmt::format("{} is not a PCI device", bdf_.str())));
+    return std::unexpected(device_error(0, bdf_.str(), "VFIO_DEVICE_GET_INFO", "not a PCI device"));
   }
   auto config = region_info(VFIO_PCI_CONFIG_REGION_INDEX);
   if (!config) return std::unexpected(config.error());
   config_region_ = std::move(*config);
+  // Vendor, device, command, status, revision, class code (little endian).
+  std::array<std::uint8_t, 12> header{};
+  if (auto read = config_read(0x00, header.data(), header.size()); !read) return std::unexpected(read.error());
+  vendor_id_ = static_cast<std::uint16_t>(header[0] | header[1] << 8);
+  device_id_ = static_cast<std::uint16_t>(header[2] | header[3] << 8);
+  class_code_ = static_cast<std::uint32_t>(header[9] | header[10] << 8 | header[11] << 16);
 
   for (std::uint32_t index = 0; index < kBarCount && index < info_.num_regions; ++index) {
     auto region = region_info(index);
@@ -184,7 +204,8 @@ Result<RegionInfo> PciDevice::region_info(std::uint32_t index) const {
     header.index = index;
     std::memcpy(buffer.data(), &header, sizeof(header));
     if (::ioctl(device_.get(), VFIO_DEVICE_GET_REGION_INFO, buffer.data()) != 0) {
-      return std::unexpected(device_error("VFIO_DEVICE_GET_REGION_INFO", fmt::format("region {}", index)));
+      const int err = errno;
+      return std::unexpected(error_here(err, "VFIO_DEVICE_GET_REGION_INFO", fmt::format("region {}", index)));
     }
     std::memcpy(&header, buffer.data(), sizeof(header));
     if (header.argsz <= buffer.size()) break;
@@ -197,15 +218,15 @@ Result<RegionInfo> PciDevice::region_info(std::uint32_t index) const {
   info.offset = header.offset;
   if ((header.flags & VFIO_REGION_INFO_FLAG_CAPS) && header.cap_offset != 0) {
     auto caps = parse_info_capabilities(buffer, header.cap_offset);
-    if (!caps) return std::unexpected(make_error(EPROTO, "VFIO_DEVICE_GET_REGION_INFO capabilities", caps.error()));
+    if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "VFIO_DEVICE_GET_REGION_INFO capabilities"));
     if (const auto* cap = find_info_capability(*caps, VFIO_REGION_INFO_CAP_SPARSE_MMAP)) {
       auto areas = decode_sparse_mmap(*cap);
-      if (!areas) return std::unexpected(make_error(EPROTO, "VFIO_REGION_INFO_CAP_SPARSE_MMAP", areas.error()));
+      if (!areas) return std::unexpected(wrap_error(areas.error(), EPROTO, "VFIO_REGION_INFO_CAP_SPARSE_MMAP"));
       info.sparse_areas = std::move(*areas);
     }
     if (const auto* cap = find_info_capability(*caps, VFIO_REGION_INFO_CAP_TYPE)) {
       auto type = decode_region_type(*cap);
-      if (!type) return std::unexpected(make_error(EPROTO, "VFIO_REGION_INFO_CAP_TYPE", type.error()));
+      if (!type) return std::unexpected(wrap_error(type.error(), EPROTO, "VFIO_REGION_INFO_CAP_TYPE"));
       info.type = *type;
     }
     info.msix_mappable = find_info_capability(*caps, VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) != nullptr;
@@ -213,67 +234,103 @@ Result<RegionInfo> PciDevice::region_info(std::uint32_t index) const {
   return info;
 }
 
-Result<void> PciDevice::try_config_read(std::uint32_t offset, void* data, std::size_t size) const {
+Result<void> PciDevice::config_read(std::uint32_t offset, void* data, std::size_t size) const {
   ssize_t got = ::pread(device_.get(), data, size, static_cast<off_t>(config_region_.offset + offset));
   if (got != static_cast<ssize_t>(size)) {
-    if (got >= 0) errno = EIO;
-    return std::unexpected(device_error("pread config", fmt::format("offset {:#x} size {}", offset, size)));
+    const int err = got < 0 ? errno : EIO;  // a short read has no errno of its own
+    return std::unexpected(error_here(err, "pread config", fmt::format("offset {:#x} size {}", offset, size)));
   }
   return {};
 }
 
-Result<void> PciDevice::try_config_write(std::uint32_t offset, const void* data, std::size_t size) {
+Result<void> PciDevice::config_write(std::uint32_t offset, const void* data, std::size_t size) {
   ssize_t put = ::pwrite(device_.get(), data, size, static_cast<off_t>(config_region_.offset + offset));
   if (put != static_cast<ssize_t>(size)) {
-    if (put >= 0) errno = EIO;
-    return std::unexpected(device_error("pwrite config", fmt::format("offset {:#x} size {}", offset, size)));
+    const int err = put < 0 ? errno : EIO;
+    return std::unexpected(error_here(err, "pwrite config", fmt::format("offset {:#x} size {}", offset, size)));
   }
   return {};
 }
 
-void PciDevice::set_command_bits(std::uint16_t bits) { config_write<std::uint16_t>(0x04, command() | bits); }
-
-void PciDevice::clear_command_bits(std::uint16_t bits) {
-  config_write<std::uint16_t>(0x04, static_cast<std::uint16_t>(command() & ~bits));
-}
-
-void PciDevice::set_bus_master(bool enable) {
-  if (enable) {
-    set_command_bits(kCommandBusMaster);
-  } else {
-    clear_command_bits(kCommandBusMaster);
+Result<void> PciDevice::region_read(std::uint32_t index, std::uint64_t offset, void* data, std::size_t size) const {
+  auto region = region_info(index);
+  if (!region) return std::unexpected(region.error());
+  const std::string what = fmt::format("region {} offset {:#x} size {}", index, offset, size);
+  if (offset > region->size || size > region->size - offset) {
+    return std::unexpected(
+        error_here(EINVAL, "pread region", what + fmt::format(": the region has {:#x} bytes", region->size)));
   }
+  ssize_t got = ::pread(device_.get(), data, size, static_cast<off_t>(region->offset + offset));
+  if (got != static_cast<ssize_t>(size)) {
+    const int err = got < 0 ? errno : EIO;
+    return std::unexpected(error_here(err, "pread region", what));
+  }
+  return {};
 }
 
-std::vector<std::byte> PciDevice::config_space() const {
+Result<void> PciDevice::region_write(std::uint32_t index, std::uint64_t offset, const void* data, std::size_t size) {
+  auto region = region_info(index);
+  if (!region) return std::unexpected(region.error());
+  const std::string what = fmt::format("region {} offset {:#x} size {}", index, offset, size);
+  if (offset > region->size || size > region->size - offset) {
+    return std::unexpected(
+        error_here(EINVAL, "pwrite region", what + fmt::format(": the region has {:#x} bytes", region->size)));
+  }
+  ssize_t put = ::pwrite(device_.get(), data, size, static_cast<off_t>(region->offset + offset));
+  if (put != static_cast<ssize_t>(size)) {
+    const int err = put < 0 ? errno : EIO;
+    return std::unexpected(error_here(err, "pwrite region", what));
+  }
+  return {};
+}
+
+Result<std::uint16_t> PciDevice::command() const { return config_read<std::uint16_t>(0x04); }
+
+Result<void> PciDevice::update_command(std::uint16_t set, std::uint16_t clear) {
+  auto now = command();
+  if (!now) return std::unexpected(now.error());
+  return config_write<std::uint16_t>(0x04, static_cast<std::uint16_t>((*now | set) & ~clear));
+}
+
+Result<void> PciDevice::set_bus_master(bool enable) {
+  return enable ? update_command(kCommandBusMaster, 0) : update_command(0, kCommandBusMaster);
+}
+
+Result<std::vector<std::byte>> PciDevice::config_space() const {
   std::vector<std::byte> bytes(std::min<std::uint64_t>(config_region_.size, 4096));
-  check(try_config_read(0, bytes.data(), bytes.size()));
+  if (auto read = config_read(0, bytes.data(), bytes.size()); !read) return std::unexpected(read.error());
   return bytes;
 }
 
-std::vector<PciCapability> PciDevice::capabilities() const {
-  auto caps = walk_pci_capabilities(config_space());
-  if (!caps) throw VfioError(make_error(EPROTO, "PCI capability list", fmt::format("{}: {}", bdf_.str(), caps.error())));
-  return *caps;
+Result<std::vector<PciCapability>> PciDevice::capabilities() const {
+  auto config = config_space();
+  if (!config) return std::unexpected(config.error());
+  auto caps = walk_pci_capabilities(*config);
+  if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "PCI capability list", bdf_.str()));
+  return caps;
 }
 
-std::vector<PciCapability> PciDevice::ext_capabilities() const {
-  auto caps = walk_pci_ext_capabilities(config_space());
-  if (!caps) {
-    throw VfioError(make_error(EPROTO, "PCI extended capability list", fmt::format("{}: {}", bdf_.str(), caps.error())));
-  }
-  return *caps;
+Result<std::vector<PciCapability>> PciDevice::ext_capabilities() const {
+  auto config = config_space();
+  if (!config) return std::unexpected(config.error());
+  auto caps = walk_pci_ext_capabilities(*config);
+  if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "PCI extended capability list", bdf_.str()));
+  return caps;
 }
 
-std::optional<std::uint16_t> PciDevice::find_capability(std::uint8_t id) const {
-  for (const auto& cap : capabilities()) {
+Result<std::optional<std::uint16_t>> PciDevice::find_capability(std::uint8_t id) const {
+  auto caps = capabilities();
+  if (!caps) return std::unexpected(caps.error());
+  for (const auto& cap : *caps) {
     if (cap.id == id) return cap.offset;
   }
   return std::nullopt;
 }
 
-std::optional<std::uint16_t> PciDevice::find_ext_capability(std::uint16_t id) const {
-  for (const auto& cap : ext_capabilities()) {
+Result<std::optional<std::uint16_t>> PciDevice::find_ext_capability(std::uint16_t id) const {
+  auto caps = ext_capabilities();
+  if (!caps) return std::unexpected(caps.error());
+  for (const auto& cap : *caps) {
     if (cap.id == id) return cap.offset;
   }
   return std::nullopt;
@@ -284,7 +341,8 @@ Result<IrqInfo> PciDevice::irq_info(IrqIndex index) const {
   info.argsz = sizeof(info);
   info.index = static_cast<std::uint32_t>(index);
   if (::ioctl(device_.get(), VFIO_DEVICE_GET_IRQ_INFO, &info) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_GET_IRQ_INFO", std::string(irq_index_name(index))));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_GET_IRQ_INFO", std::string(irq_index_name(index))));
   }
   return IrqInfo{info.index, info.flags, info.count};
 }
@@ -303,13 +361,14 @@ Result<void> PciDevice::set_irq_eventfds(IrqIndex index, const std::vector<int>&
     std::memcpy(buffer.data() + sizeof(set) + i * sizeof(fd), &fd, sizeof(fd));
   }
   if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, buffer.data()) != 0) {
-    return std::unexpected(device_error(
+    const int err = errno;
+    return std::unexpected(error_here(err,
         "VFIO_DEVICE_SET_IRQS", fmt::format("enable {} {} vector(s)", irq_index_name(index), fds.size())));
   }
   return {};
 }
 
-Result<void> PciDevice::try_enable_irqs(IrqIndex index, std::uint32_t count) {
+Result<void> PciDevice::enable_irqs(IrqIndex index, std::uint32_t count) {
   std::vector<EventFd> eventfds;
   std::vector<int> fds;
   for (std::uint32_t i = 0; i < count; ++i) {
@@ -324,14 +383,15 @@ Result<void> PciDevice::try_enable_irqs(IrqIndex index, std::uint32_t count) {
   return {};
 }
 
-Result<void> PciDevice::try_disable_irqs(IrqIndex index) {
+Result<void> PciDevice::disable_irqs(IrqIndex index) {
   vfio_irq_set set{};
   set.argsz = sizeof(set);
   set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
   set.index = static_cast<std::uint32_t>(index);
   set.count = 0;
   if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, &set) != 0) {
-    return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", fmt::format("disable {}", irq_index_name(index))));
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_SET_IRQS", fmt::format("disable {}", irq_index_name(index))));
   }
   if (enabled_irq_ == index) {
     enabled_irq_.reset();
@@ -340,7 +400,7 @@ Result<void> PciDevice::try_disable_irqs(IrqIndex index) {
   return {};
 }
 
-Result<void> PciDevice::try_trigger_irq(IrqIndex index, std::uint32_t vector) {
+Result<void> PciDevice::trigger_irq(IrqIndex index, std::uint32_t vector) {
   vfio_irq_set set{};
   set.argsz = sizeof(set);
   set.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER;
@@ -348,38 +408,35 @@ Result<void> PciDevice::try_trigger_irq(IrqIndex index, std::uint32_t vector) {
   set.start = vector;
   set.count = 1;
   if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, &set) != 0) {
+    const int err = errno;
     return std::unexpected(
-        device_error("VFIO_DEVICE_SET_IRQS", fmt::format("trigger {} vector {}", irq_index_name(index), vector)));
+        error_here(err, "VFIO_DEVICE_SET_IRQS", fmt::format("trigger {} vector {}", irq_index_name(index), vector)));
   }
   return {};
 }
 
-static Result<void> intx_action(int fd, std::uint32_t action) {
+Result<void> PciDevice::intx_action(std::uint32_t action, std::string_view what) {
   vfio_irq_set set{};
   set.argsz = sizeof(set);
   set.flags = VFIO_IRQ_SET_DATA_NONE | action;
   set.index = VFIO_PCI_INTX_IRQ_INDEX;
   set.start = 0;
   set.count = 1;
-  if (::ioctl(fd, VFIO_DEVICE_SET_IRQS, &set) != 0) return std::unexpected(errno_error("VFIO_DEVICE_SET_IRQS"));
+  if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, &set) != 0) {
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_SET_IRQS", std::string(what)));
+  }
   return {};
 }
 
-Result<void> PciDevice::try_mask_intx() {
-  auto done = intx_action(device_.get(), VFIO_IRQ_SET_ACTION_MASK);
-  if (!done) return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", "mask INTx"));
-  return done;
-}
+Result<void> PciDevice::mask_intx() { return intx_action(VFIO_IRQ_SET_ACTION_MASK, "mask INTx"); }
 
-Result<void> PciDevice::try_unmask_intx() {
-  auto done = intx_action(device_.get(), VFIO_IRQ_SET_ACTION_UNMASK);
-  if (!done) return std::unexpected(device_error("VFIO_DEVICE_SET_IRQS", "unmask INTx"));
-  return done;
-}
+Result<void> PciDevice::unmask_intx() { return intx_action(VFIO_IRQ_SET_ACTION_UNMASK, "unmask INTx"); }
 
-Result<void> PciDevice::try_reset() {
+Result<void> PciDevice::reset() {
   if (::ioctl(device_.get(), VFIO_DEVICE_RESET) != 0) {
-    Error error = device_error("VFIO_DEVICE_RESET");
+    const int err = errno;
+    Error error = error_here(err, "VFIO_DEVICE_RESET");
     if (!has_reset()) error.unsupported = true;
     return std::unexpected(error);
   }
@@ -399,13 +456,14 @@ Result<std::vector<HotResetDevice>> PciDevice::hot_reset_info() const {
     int rc = ::ioctl(device_.get(), VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buffer.data());
     std::memcpy(&header, buffer.data(), sizeof(header));
     if (rc == 0) break;
-    if (errno == ENOSPC) {
+    const int err = errno;
+    if (err == ENOSPC) {
       buffer.resize(sizeof(header) + header.count * sizeof(vfio_pci_dependent_device));
       continue;
     }
-    Error error = device_error("VFIO_DEVICE_GET_PCI_HOT_RESET_INFO");
-    if (errno == ENODEV) error.context += ": the device has neither a slot nor a bus reset";
-    error.unsupported = errno == ENODEV || errno == ENOTTY;
+    Error error = error_here(err, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO");
+    if (err == ENODEV) error.context += ": the device has neither a slot nor a bus reset";
+    error.unsupported = err == ENODEV || err == ENOTTY;
     return std::unexpected(error);
   }
   std::vector<HotResetDevice> devices;
@@ -419,7 +477,7 @@ Result<std::vector<HotResetDevice>> PciDevice::hot_reset_info() const {
 }
 
 PciDevice::~PciDevice() {
-  if (enabled_irq_ && device_) (void)try_disable_irqs(*enabled_irq_);
+  if (enabled_irq_ && device_) (void)disable_irqs(*enabled_irq_);
 }
 
 }  // namespace vfiolab

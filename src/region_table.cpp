@@ -15,6 +15,14 @@ const DmaRegion* RegionTable::find(const void* vaddr) const {
   return address - start < region.size ? &region : nullptr;
 }
 
+void RegionTable::erase_within(std::uint64_t iova, std::uint64_t size) {
+  std::erase_if(regions_, [&](const auto& entry) {
+    const DmaRegion& region = entry.second;
+    // Compared as offsets from iova, so that no end wraps at the top of the space.
+    return region.iova >= iova && region.iova - iova <= size && region.size <= size - (region.iova - iova);
+  });
+}
+
 Result<std::uint64_t> RegionTable::to_iova(const void* vaddr) const {
   if (const DmaRegion* region = find(vaddr)) {
     return region->iova + (key(vaddr) - key(region->vaddr));

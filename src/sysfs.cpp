@@ -30,9 +30,10 @@ std::string Bdf::str() const {
   return fmt::format("{:04x}:{:02x}:{:02x}.{:x}", segment, bus, device, function);
 }
 
-std::expected<Bdf, std::string> parse_bdf(std::string_view text) {
+Result<Bdf> parse_bdf(std::string_view text) {
   auto bad = [&](std::string_view why) {
-    return std::unexpected(fmt::format("bad BDF '{}': {} (expected SSSS:BB:DD.F, e.g. 0000:00:04.0)", text, why));
+    return std::unexpected(
+        make_error(0, fmt::format("bad BDF '{}'", text), fmt::format("{} (expected SSSS:BB:DD.F, e.g. 0000:00:04.0)", why)));
   };
   if (text.empty()) return bad("empty");
   if (text.size() > 12) return bad("too long");
@@ -148,9 +149,12 @@ std::optional<unsigned> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
   return read_unsigned(device_dir(bdf) / "sriov_totalvfs");
 }
 
-std::expected<std::vector<PciResource>, std::string> parse_pci_resources(std::string_view text) {
+Result<std::vector<PciResource>> parse_pci_resources(std::string_view text) {
   std::vector<PciResource> resources;
   int number = 0;
+  auto bad = [&](std::string why) {
+    return std::unexpected(make_error(0, "parse resource", fmt::format("line {}: {}", number, why)));
+  };
   while (!text.empty()) {
     ++number;
     const auto newline = text.find('\n');
@@ -160,43 +164,39 @@ std::expected<std::vector<PciResource>, std::string> parse_pci_resources(std::st
     for (auto& value : values) {
       const std::string_view word = text::next_word(line);
       if (word.size() < 3 || word.substr(0, 2) != "0x") {
-        return std::unexpected(fmt::format("resource line {}: '{}' is not a 0x-prefixed number", number, word));
+        return bad(fmt::format("'{}' is not a 0x-prefixed number", word));
       }
       auto [end, error] = std::from_chars(word.data() + 2, word.data() + word.size(), value, 16);
       if (error != std::errc() || end != word.data() + word.size()) {
-        return std::unexpected(fmt::format("resource line {}: '{}' is not a hex number", number, word));
+        return bad(fmt::format("'{}' is not a hex number", word));
       }
     }
     if (!text::trim(line).empty()) {
-      return std::unexpected(fmt::format("resource line {}: more than three numbers ('{}')", number, text::trim(line)));
+      return bad(fmt::format("more than three numbers ('{}')", text::trim(line)));
     }
     PciResource r{values[0], values[1], values[2]};
     if (r.end < r.start) {
-      return std::unexpected(fmt::format("resource line {}: end {:#x} below start {:#x}", number, r.end, r.start));
+      return bad(fmt::format("end {:#x} below start {:#x}", r.end, r.start));
     }
     resources.push_back(r);
   }
   return resources;
 }
 
-std::expected<std::vector<PciResource>, std::string> Sysfs::resources(const Bdf& bdf) const {
+Result<std::vector<PciResource>> Sysfs::resources(const Bdf& bdf) const {
   const fs::path file = device_dir(bdf) / "resource";
-  std::ifstream in(file);
-  if (!in) return std::unexpected(fmt::format("cannot read {}", file.string()));
-  std::stringstream text;
-  text << in.rdbuf();
-  auto parsed = parse_pci_resources(text.str());
-  if (!parsed) return std::unexpected(fmt::format("{}: {}", file.string(), parsed.error()));
+  auto text = text::read_file(file);
+  if (!text) return std::unexpected(text.error());
+  auto parsed = parse_pci_resources(*text);
+  if (!parsed) parsed.error().operation = fmt::format("parse {}", file.string());
   return parsed;
 }
 
-std::expected<std::vector<std::byte>, std::string> Sysfs::config(const Bdf& bdf) const {
-  const fs::path file = device_dir(bdf) / "config";
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return std::unexpected(fmt::format("cannot read {}", file.string()));
-  std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> bytes(raw.size());
-  std::memcpy(bytes.data(), raw.data(), raw.size());
+Result<std::vector<std::byte>> Sysfs::config(const Bdf& bdf) const {
+  auto text = text::read_file(device_dir(bdf) / "config");
+  if (!text) return std::unexpected(text.error());
+  std::vector<std::byte> bytes(text->size());
+  std::memcpy(bytes.data(), text->data(), text->size());
   return bytes;
 }
 

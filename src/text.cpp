@@ -1,6 +1,9 @@
 #include "vfiolab/text.h"
 
 #include <cctype>
+#include <cerrno>
+#include <fstream>
+#include <iterator>
 
 namespace vfiolab::text {
 namespace {
@@ -22,6 +25,20 @@ std::string_view next_word(std::string_view& text) {
   std::string_view word = text.substr(0, end);
   text.remove_prefix(end);
   return word;
+}
+
+Result<std::string> read_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "open " + file.string()));
+  }
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "read " + file.string()));
+  }
+  return bytes;
 }
 
 }  // namespace vfiolab::text

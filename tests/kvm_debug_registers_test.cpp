@@ -14,7 +14,7 @@
 #include "device.h"
 #include "kvm_debug_registers.h"
 
-#include "vfiolab/iommu_fault.h"
+#include "vfiolab/kmsg.h"
 #include "vfiolab/kvm/vm.h"
 
 #include <fmt/format.h>

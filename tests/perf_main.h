@@ -17,7 +17,9 @@
 
 namespace vfiolab::perf_main {
 
-inline constexpr int kExitPass = 0, kExitFail = 1, kExitSkip = 4;
+using ktap::kExitFail;
+using ktap::kExitPass;
+using ktap::kExitSkip;
 
 struct CommonOptions {
   std::vector<IommuMode> modes;  // all five when none given
@@ -81,10 +83,16 @@ inline int parse(int argc, char** argv, CommonOptions& o, const std::string& usa
 inline bool finish(const perf::Report& report, const std::string& json, ktap::Writer& out) {
   std::istringstream table(perf::format_table(report.records));
   for (std::string line; std::getline(table, line);) out.diagnostic(line);
-  std::string error;
-  const std::string written = perf::write_report(report, json, error);
-  out.diagnostic(written.empty() ? error : "JSON: " + written);
-  return !written.empty();
+  const auto written = perf::write_report(report, json);
+  out.diagnostic(written ? "JSON: " + *written : written.error().message());
+  return written.has_value();
+}
+
+// The totals line and the exit code: kselftest's for the results written,
+// fail when something else went wrong (`ok` false: the JSON, a setup step).
+inline int end(bool ok, ktap::Writer& out) {
+  const int code = out.finish();
+  return ok ? code : kExitFail;
 }
 
 inline std::string join(const std::vector<std::string>& items) {

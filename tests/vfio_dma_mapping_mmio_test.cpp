@@ -30,7 +30,7 @@ class MmioMappingTest : public testing::TestWithParam<IommuMode> {
       }
     }
     if (bar_ == nullptr) GTEST_SKIP() << device_->name() << " has no mmap'd BAR of two pages or more";
-    allocator_.emplace(iommu_->iova_allocator());
+    allocator_.emplace(check(iommu_->iova_allocator()));
   }
 
   DmaRegion bar_region(std::uint64_t offset, std::uint64_t size) {
@@ -41,10 +41,10 @@ class MmioMappingTest : public testing::TestWithParam<IommuMode> {
   }
 
   void expect_mapping(const DmaRegion& region, int refused_errno) {
-    auto mapped = iommu_->try_map(region);
+    auto mapped = iommu_->map(region);
     if (is_type1(GetParam())) {
       ASSERT_TRUE(mapped) << mapped.error().message();
-      EXPECT_EQ(check(iommu_->try_unmap(region.iova, region.size)), region.size);
+      EXPECT_EQ(check(iommu_->unmap(region.iova, region.size)), region.size);
     } else {
       VFIOLAB_EXPECT_ERRNO(mapped, refused_errno);
     }
@@ -67,7 +67,7 @@ TEST_P(MmioMappingTest, map_bar_at_misaligned_address) {
   // Half a page into the BAR: no mode maps a host address that is not page
   // aligned at a page-aligned IOVA.
   DmaRegion region = bar_region(0x800, 4096);
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(region), EINVAL);
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(region), EINVAL);
 }
 
 INSTANTIATE_TEST_SUITE_P(vfio_dma_mapping_mmio_test, MmioMappingTest, testing::ValuesIn(harness::all_modes()),

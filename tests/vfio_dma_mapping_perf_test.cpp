@@ -28,6 +28,8 @@
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <bit>
 #include <cerrno>
@@ -56,7 +58,7 @@ struct Options {
   std::uint64_t small_page_limit = UINT64_MAX;
 };
 
-// The bare ioctls, exactly what Iommu::try_map/try_unmap issue.
+// The bare ioctls, exactly what Iommu::map/unmap issue.
 int raw_map(const Iommu& iommu, const DmaRegion& r) {
   if (iommu.mode() == IommuMode::iommufd) {
     iommu_ioas_map map{};
@@ -101,6 +103,16 @@ struct Samples {
   std::vector<double> map, unmap;
 };
 
+// Pages of `buffer` in memory now (mincore), counted in the system's page
+// size; a HugeTLB page counts as all of its small pages. nullopt when
+// mincore cannot tell.
+std::optional<std::size_t> resident_pages(const DmaBuffer& buffer) {
+  const std::size_t page = static_cast<std::size_t>(::getpagesize());
+  std::vector<unsigned char> vector((buffer.size() + page - 1) / page);
+  if (::mincore(buffer.data(), buffer.size(), vector.data()) != 0) return std::nullopt;
+  return static_cast<std::size_t>(std::count_if(vector.begin(), vector.end(), [](unsigned char v) { return v & 1; }));
+}
+
 class Run {
  public:
   Run(Options options, ktap::Writer& out) : o_(std::move(options)), out_(out) {}
@@ -113,9 +125,10 @@ class Run {
     auto device = PciDevice::open(o_.bdf, *iommu);
     if (!device) return not_run(name, device.error());
     auto allocator = (*iommu)->iova_allocator();
+    if (!allocator) return not_run(name, allocator.error());
     bool ok = true;
-    for (Backing backing : o_.backings) ok &= this->backing(**iommu, allocator, backing);
-    ok &= bar(**iommu, **device, allocator);
+    for (Backing backing : o_.backings) ok &= this->backing(**iommu, *allocator, backing);
+    ok &= bar(**iommu, **device, *allocator);
     return ok;
   }
 
@@ -162,7 +175,7 @@ class Run {
     const std::uint64_t largest = *std::max_element(sizes.begin(), sizes.end());
     auto iova = allocator.allocate(std::bit_ceil(largest));
     if (!iova) {
-      out_.fail(name, "no IOVA for " + perf::size_name(largest) + ": " + iova.error());
+      out_.fail(name, "no IOVA for " + perf::size_name(largest) + ": " + iova.error().message());
       return false;
     }
     std::string failure;
@@ -187,9 +200,17 @@ class Run {
             if (prefault) {
               touch_pages(*touched, size);
             } else {
-              auto buffer = DmaBuffer::allocate(backing, size);
+              auto buffer = DmaBuffer::allocate(backing, size, Prefault::no);
               if (!buffer) {
                 failure = buffer.error().message();
+                break;
+              }
+              // The row's premise: the map, not the allocation, faults the
+              // memory in. A resident page here would time a prefaulted map.
+              if (const auto resident = resident_pages(*buffer); resident != 0u) {
+                failure = fmt::format("a prefault=no buffer of {} had {} page(s) resident before its map",
+                                      perf::size_name(size),
+                                      resident ? std::to_string(*resident) : "unknown (mincore failed)");
                 break;
               }
               fresh.emplace(std::move(*buffer));
@@ -215,10 +236,8 @@ class Run {
   bool measure(Iommu& iommu, const DmaRegion& region, bool use_library, Samples& samples, std::string& failure) {
     auto t0 = Clock::now();
     if (use_library) {
-      try {
-        iommu.map(region);
-      } catch (const VfioError& e) {
-        failure = e.what();
+      if (auto mapped = iommu.map(region); !mapped) {
+        failure = mapped.error().message();
         return false;
       }
     } else if (int err = raw_map(iommu, region)) {
@@ -227,10 +246,11 @@ class Run {
     }
     auto t1 = Clock::now();
     if (use_library) {
-      try {
-        if (iommu.unmap(region) != region.size) failure = "unmap returned a short size";
-      } catch (const VfioError& e) {
-        failure = e.what();
+      auto unmapped = iommu.unmap(region);
+      if (!unmapped) {
+        failure = unmapped.error().message();
+      } else if (*unmapped != region.size) {
+        failure = "unmap returned a short size";
       }
     } else if (int err = raw_unmap(iommu, region)) {
       failure = fmt::format("raw unmap of {}: {}", perf::size_name(region.size), strerrorname_np(err));
@@ -267,7 +287,7 @@ class Run {
     }
     auto iova = allocator.allocate(std::bit_ceil(bar0.info.size));
     if (!iova) {
-      out_.fail(name, "no IOVA: " + iova.error());
+      out_.fail(name, "no IOVA: " + iova.error().message());
       return false;
     }
     const DmaRegion region{bar0.address(), *iova, bar0.info.size};
@@ -385,7 +405,7 @@ int main_(int argc, char** argv) {
   for (IommuMode mode : o.modes) ok &= run.mode(mode);
   ok &= perf_main::finish(run.report, o.json, out);
   print_ratios(run.report, out);
-  return ok ? perf_main::kExitPass : perf_main::kExitFail;
+  return perf_main::end(ok, out);
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ class DmaMappingTest : public testing::TestWithParam<DmaVariant> {
     iommu_ = std::move(iommu);
     device_ = std::move(device);
     buffer_.emplace(std::move(buffer));
-    auto allocator = iommu_->iova_allocator();
+    auto allocator = check(iommu_->iova_allocator());
     auto iova = allocator.allocate(buffer_->size());
     ASSERT_TRUE(iova) << iova.error();
     region_ = DmaRegion{buffer_->data(), *iova, buffer_->size()};
@@ -66,22 +66,22 @@ class DmaMappingTest : public testing::TestWithParam<DmaVariant> {
 };
 
 TEST_P(DmaMappingTest, dma_map_unmap) {
-  iommu_->map(region_);
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
   auto middle = buffer_->bytes() + buffer_->size() / 2;
   auto iova = iommu_->to_iova(middle);
   ASSERT_TRUE(iova) << iova.error().message();
   EXPECT_EQ(*iova, region_.iova + buffer_->size() / 2);
 
-  EXPECT_EQ(iommu_->unmap(region_), region_.size);
+  EXPECT_EQ(check(iommu_->unmap(region_)), region_.size);
   EXPECT_FALSE(iommu_->to_iova(middle)) << "the region is still tracked";
   // The IOVA is free again in the kernel too: mapping there succeeds.
-  auto again = iommu_->try_map(region_);
+  auto again = iommu_->map(region_);
   EXPECT_TRUE(again) << again.error().message();
-  EXPECT_EQ(check(iommu_->try_unmap(region_.iova, region_.size)), region_.size);
+  EXPECT_EQ(check(iommu_->unmap(region_.iova, region_.size)), region_.size);
 }
 
 TEST_P(DmaMappingTest, iommu_mapping_page_size) {
-  iommu_->map(region_);
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
   VFIOLAB_ASSIGN_OR_SKIP(leaf, iommu_leaf_for(device_->bdf(), region_.iova));
   EXPECT_EQ(leaf.page_size, expected_iommu_page_size())
       << fmt::format("iova {:#x} of a {} mapping", region_.iova, backing_info(GetParam().backing).name);
@@ -89,50 +89,50 @@ TEST_P(DmaMappingTest, iommu_mapping_page_size) {
   ASSERT_TRUE(last) << last.error().message();
   EXPECT_EQ(last->page_size, expected_iommu_page_size());
 
-  iommu_->unmap(region_);
+  EXPECT_EQ(check(iommu_->unmap(region_)), region_.size);
   auto gone = iommu_leaf_for(device_->bdf(), region_.iova);
   EXPECT_FALSE(gone) << fmt::format("iova {:#x} is still in the IOMMU page table after unmap", region_.iova);
 }
 
 TEST_P(DmaMappingTest, map_twice_fails) {
-  iommu_->map(region_);
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(region_), EEXIST);
-  iommu_->unmap(region_);
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(region_), EEXIST);
+  EXPECT_EQ(check(iommu_->unmap(region_)), region_.size);
 }
 
 TEST_P(DmaMappingTest, map_zero_size_fails) {
   DmaRegion empty = region_;
   empty.size = 0;
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(empty), EINVAL);
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(empty), EINVAL);
 }
 
 TEST_P(DmaMappingTest, map_unaligned_iova_fails) {
   DmaRegion shifted = region_;
   shifted.iova += 0x800;
   shifted.size = 4096;
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(shifted), EINVAL);
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(shifted), EINVAL);
 }
 
 TEST_P(DmaMappingTest, map_unaligned_size_fails) {
   DmaRegion odd = region_;
   odd.size = 4096 + 0x800;
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(odd), EINVAL);
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(odd), EINVAL);
 }
 
 TEST_P(DmaMappingTest, map_outside_iova_ranges_fails) {
   // The first IOVA past the last usable range: beyond the IOMMU's address
   // width, so no mode can map it.
-  auto ranges = iommu_->iova_ranges();
+  auto ranges = check(iommu_->iova_ranges());
   ASSERT_FALSE(ranges.empty());
   std::uint64_t beyond = ranges.back().last + 1;
   if (beyond == 0) GTEST_SKIP() << "the usable IOVA ranges reach the top of the 64-bit space";
   DmaRegion outside = region_;
   outside.iova = beyond;
-  VFIOLAB_EXPECT_ERRNO(iommu_->try_map(outside), EINVAL);
+  VFIOLAB_EXPECT_ERRNO(iommu_->map(outside), EINVAL);
 }
 
 TEST_P(DmaMappingTest, unmap_never_mapped) {
-  auto result = iommu_->try_unmap(region_.iova, region_.size);
+  auto result = iommu_->unmap(region_.iova, region_.size);
   if (GetParam().mode == IommuMode::iommufd) {
     // IOMMU_IOAS_UNMAP reports a range with nothing in it as ENOENT.
     VFIOLAB_EXPECT_ERRNO(result, ENOENT);
@@ -145,9 +145,9 @@ TEST_P(DmaMappingTest, unmap_never_mapped) {
 }
 
 TEST_P(DmaMappingTest, unmap_part_of_a_mapping) {
-  iommu_->map(region_);
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
   const std::uint64_t half = region_.size / 2;
-  auto result = iommu_->try_unmap(region_.iova + half, half);
+  auto result = iommu_->unmap(region_.iova + half, half);
   switch (GetParam().mode) {
     case IommuMode::vfio_type1_iommu:
       // v1: a request that does not cover the mapping's first IOVA succeeds
@@ -170,7 +170,7 @@ TEST_P(DmaMappingTest, unmap_part_of_a_mapping) {
       VFIOLAB_EXPECT_ERRNO(result, ENOENT);
       break;
   }
-  (void)iommu_->try_unmap_all();
+  (void)iommu_->unmap_all();
 }
 
 INSTANTIATE_TEST_SUITE_P(vfio_dma_mapping_test, DmaMappingTest, testing::ValuesIn(all_variants()), variant_name);
@@ -188,7 +188,7 @@ class DmaMapLimitTest : public testing::TestWithParam<IommuMode> {
     iommu_ = std::move(iommu);
     device_ = std::move(device);
     buffer_.emplace(std::move(buffer));
-    auto ranges = iommu_->iova_ranges();
+    auto ranges = check(iommu_->iova_ranges());
     ASSERT_FALSE(ranges.empty());
     const IovaRange& top = ranges.back();
     ASSERT_GE(top.last - top.start, kSize - 1) << "the last usable range is smaller than two pages";
@@ -202,22 +202,22 @@ class DmaMapLimitTest : public testing::TestWithParam<IommuMode> {
 };
 
 TEST_P(DmaMapLimitTest, unmap_range) {
-  iommu_->map(region_);
-  EXPECT_EQ(check(iommu_->try_unmap(region_.iova, region_.size)), region_.size)
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
+  EXPECT_EQ(check(iommu_->unmap(region_.iova, region_.size)), region_.size)
       << fmt::format("the mapping ends at the last usable IOVA {:#x}", region_.iova + region_.size - 1);
 }
 
 TEST_P(DmaMapLimitTest, unmap_all) {
-  iommu_->map(region_);
-  EXPECT_EQ(check(iommu_->try_unmap_all()), region_.size);
+  VFIOLAB_ASSERT_OK(iommu_->map(region_));
+  EXPECT_EQ(check(iommu_->unmap_all()), region_.size);
 }
 
 TEST_P(DmaMapLimitTest, overflow) {
   DmaRegion wrapping = region_;
   wrapping.iova = ~std::uint64_t{0} & ~(region_.size - 1);  // the last two pages of the 64-bit space...
   wrapping.size = 2 * region_.size;                          // ...and two more: past the end
-  auto map = iommu_->try_map(wrapping);
-  auto unmap = iommu_->try_unmap(wrapping.iova, wrapping.size);
+  auto map = iommu_->map(wrapping);
+  auto unmap = iommu_->unmap(wrapping.iova, wrapping.size);
   ASSERT_FALSE(map) << "a mapping that wraps past the 64-bit space succeeded";
   ASSERT_FALSE(unmap) << "an unmap that wraps past the 64-bit space succeeded";
   if (GetParam() == IommuMode::vfio_type1_iommu || GetParam() == IommuMode::vfio_type1v2_iommu) {

@@ -26,9 +26,8 @@ namespace {
 using namespace vfiolab;
 namespace fs = std::filesystem;
 
-constexpr int kExitPass = 0;
-constexpr int kExitFail = 1;
-constexpr int kExitSkip = 4;
+using ktap::kExitFail;
+using ktap::kExitSkip;
 
 struct Check {
   std::string name;
@@ -79,7 +78,7 @@ int main(int argc, char** argv) {
   auto parse_or_exit = [](std::string_view text) {
     auto bdf = parse_bdf(text);
     if (!bdf) {
-      fmt::print(stderr, "vfio_lab_environment_test: {}\n", bdf.error());
+      fmt::print(stderr, "vfio_lab_environment_test: {}\n", bdf.error().message());
       std::exit(kExitFail);
     }
     return *bdf;
@@ -115,7 +114,7 @@ int main(int argc, char** argv) {
   if (devices.empty()) {
     out.plan(0);
     out.diagnostic("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
-    fmt::print("# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:1 error:0\n");
+    ktap::write_totals(stdout, {});
     return kExitSkip;
   }
 
@@ -145,12 +144,9 @@ int main(int argc, char** argv) {
                            : fmt::format("{} has no sriov_totalvfs: no SR-IOV capability", bdf.str())});
   }
   out.plan(static_cast<int>(checks.size()));
-  int failed = 0;
   for (const auto& check : checks) {
     out.diagnostic(check.detail);
     out.result(check.ok, check.name);
-    failed += !check.ok;
   }
-  fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:0 error:0\n", checks.size() - failed, failed);
-  return failed ? kExitFail : kExitPass;
+  return out.finish();
 }

@@ -83,7 +83,7 @@ int main_(int argc, char** argv) {
     out.pass(name);
   }
   ok &= perf_main::finish(report, o.json, out);
-  return ok ? perf_main::kExitPass : perf_main::kExitFail;
+  return perf_main::end(ok, out);
 }
 
 }  // namespace

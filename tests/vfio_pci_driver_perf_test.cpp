@@ -6,7 +6,7 @@
 //   vfio_pci_driver_perf_test [-m MODE]... [-n ITERATIONS] [--json FILE] BDF...
 #include "perf_main.h"
 
-#include "vfiolab/driver.h"
+#include "vfiolab/drivers.h"
 #include "vfiolab/memory.h"
 #include "vfiolab/pci_device.h"
 
@@ -38,9 +38,10 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
   if (!driver) return fail(driver.error());
   Driver& d = **driver;
   auto iovas = (*iommu)->iova_allocator(d.iova_limit());
+  if (!iovas) return fail(iovas.error());
   std::vector<MappedBuffer> buffers;  // the driver's region, the source, the destination
   for (std::uint64_t size : {d.region_size(), kBufferSize, kBufferSize}) {
-    auto buffer = (*iommu)->map_new(iovas, Backing::anonymous, size);
+    auto buffer = (*iommu)->map_new(*iovas, Backing::anonymous, size);
     if (!buffer) return fail(buffer.error());
     buffers.push_back(std::move(*buffer));
   }
@@ -48,7 +49,7 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
   // Stopped before the buffers it uses go, however this function returns.
   struct StopDriver {
     Driver& driver;
-    ~StopDriver() { driver.remove(); }
+    ~StopDriver() { (void)driver.remove(); }  // the measurement is taken; the device is closed next
   } stop_driver{d};
   const std::string mode_name(iommu_mode_info(mode).name);
   const std::map<std::string, std::string> labels{{"driver", std::string(d.name())}, {"device", bdf}};
@@ -101,12 +102,7 @@ int main_(int argc, char** argv) {
     for (IommuMode mode : o.modes) {
       const std::string name = fmt::format("{}.{}", bdf, iommu_mode_info(mode).name);
       bool skipped = false;
-      std::string failure;
-      try {
-        failure = measure(mode, bdf, iterations, report, skipped);
-      } catch (const VfioError& e) {
-        failure = e.what();
-      }
+      const std::string failure = measure(mode, bdf, iterations, report, skipped);
       if (failure.empty()) {
         out.pass(name);
       } else if (skipped) {
@@ -118,7 +114,7 @@ int main_(int argc, char** argv) {
     }
   }
   ok &= perf_main::finish(report, o.json, out);
-  return ok ? perf_main::kExitPass : perf_main::kExitFail;
+  return perf_main::end(ok, out);
 }
 
 }  // namespace

@@ -35,7 +35,7 @@ TEST(Bdf, RejectsMalformedWithAReason) {
     auto result = parse_bdf(bad);
     EXPECT_FALSE(result) << "accepted '" << bad << "'";
     if (!result) {
-      EXPECT_NE(result.error().find("bad BDF"), std::string::npos);
+      EXPECT_NE(result.error().message().find("bad BDF"), std::string::npos);
     }
   }
 }
@@ -113,7 +113,7 @@ TEST(PciResources, RejectsMalformedLinesNamingThem) {
   auto expect_error = [](const std::string& text, std::string_view words) {
     auto parsed = parse_pci_resources(text);
     ASSERT_FALSE(parsed) << text;
-    EXPECT_NE(parsed.error().find(words), std::string::npos) << parsed.error();
+    EXPECT_NE(parsed.error().message().find(words), std::string::npos) << parsed.error();
   };
   expect_error("0x0 0x1\n", "line 1");
   expect_error("0x0 0x1 0x2\n0x0 zz 0x2\n", "line 2: 'zz'");

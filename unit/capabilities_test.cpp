@@ -201,7 +201,7 @@ TEST(InfoCapabilities, HeaderPastEnd) {
   // First header starts 4 bytes before the end: only half of it is present.
   const auto partial = parse_info_capabilities(buffer.view(), 0x3c);
   ASSERT_FALSE(partial);
-  EXPECT_NE(partial.error().find("0x3c"), std::string::npos) << partial.error();
+  EXPECT_NE(partial.error().message().find("0x3c"), std::string::npos) << partial.error();
 
   // First header well past the end; a huge offset must not wrap around.
   EXPECT_FALSE(parse_info_capabilities(buffer.view(), 0x1000));
@@ -211,7 +211,7 @@ TEST(InfoCapabilities, HeaderPastEnd) {
   buffer.put_info_header(0x20, 1, 1, 0x100);
   const auto next_past_end = parse_info_capabilities(buffer.view(), 0x20);
   ASSERT_FALSE(next_past_end);
-  EXPECT_NE(next_past_end.error().find("0x100"), std::string::npos) << next_past_end.error();
+  EXPECT_NE(next_past_end.error().message().find("0x100"), std::string::npos) << next_past_end.error();
 }
 
 TEST(InfoCapabilities, NextPointingBackwards) {
@@ -220,7 +220,7 @@ TEST(InfoCapabilities, NextPointingBackwards) {
   buffer.put_info_header(0x20, 2, 1, 0x10);
   const auto caps = parse_info_capabilities(buffer.view(), 0x10);
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("0x20"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("0x20"), std::string::npos) << caps.error();
 }
 
 TEST(InfoCapabilities, NextPointingToItself) {
@@ -228,7 +228,7 @@ TEST(InfoCapabilities, NextPointingToItself) {
   buffer.put_info_header(0x10, 1, 1, 0x10);
   const auto caps = parse_info_capabilities(buffer.view(), 0x10);
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("0x10"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("0x10"), std::string::npos) << caps.error();
 }
 
 TEST(InfoCapabilities, NextInsideOwnHeader) {
@@ -248,7 +248,7 @@ TEST(InfoCapabilities, TruncatedSparseMmap) {
   ASSERT_EQ(caps->size(), 1u);
   const auto areas = decode_sparse_mmap((*caps)[0]);
   ASSERT_FALSE(areas);
-  EXPECT_NE(areas.error().find("0x10"), std::string::npos) << areas.error();
+  EXPECT_NE(areas.error().message().find("0x10"), std::string::npos) << areas.error();
 
   // A count large enough to overflow a 32-bit size computation is still caught.
   buffer.put<std::uint32_t>(0x10 + 8, 0xffffffff);
@@ -326,7 +326,7 @@ TEST(InfoCapabilities, SixtyFiveCapsRejected) {
   const auto buffer = make_chain_of_headers(65);
   const auto caps = parse_info_capabilities(buffer.view(), 8);
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("64"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("64"), std::string::npos) << caps.error();
 }
 
 // PCI configuration space: a type 0 header with the Capabilities List status bit and a pointer at 0x34.
@@ -387,7 +387,7 @@ TEST(PciCapabilities, SelfLoop) {
   put_pci_cap(config, 0x50, 0x05, 0x50);
   const auto caps = walk_pci_capabilities(config.view());
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("0x50"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("0x50"), std::string::npos) << caps.error();
 }
 
 TEST(PciCapabilities, LoopBackToStart) {
@@ -401,13 +401,13 @@ TEST(PciCapabilities, PointerIntoStandardHeader) {
   auto first = make_config(256, 0x30);
   const auto from_header = walk_pci_capabilities(first.view());
   ASSERT_FALSE(from_header);
-  EXPECT_NE(from_header.error().find("0x30"), std::string::npos) << from_header.error();
+  EXPECT_NE(from_header.error().message().find("0x30"), std::string::npos) << from_header.error();
 
   auto later = make_config(256, 0x40);
   put_pci_cap(later, 0x40, 0x01, 0x3c);
   const auto from_cap = walk_pci_capabilities(later.view());
   ASSERT_FALSE(from_cap);
-  EXPECT_NE(from_cap.error().find("0x3c"), std::string::npos) << from_cap.error();
+  EXPECT_NE(from_cap.error().message().find("0x3c"), std::string::npos) << from_cap.error();
 }
 
 TEST(PciCapabilities, LowPointerBitsIgnored) {
@@ -427,7 +427,7 @@ TEST(PciCapabilities, PointerPastShortBuffer) {
   const auto config = make_config(64, 0x40);
   const auto caps = walk_pci_capabilities(config.view());
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("0x40"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("0x40"), std::string::npos) << caps.error();
 }
 
 TEST(PciCapabilities, LastPossibleSlot) {
@@ -479,7 +479,7 @@ TEST(PciCapabilities, ExtendedLoop) {
   self.put<std::uint32_t>(0x100, ext_header(0x0001, 2, 0x100));
   const auto self_loop = walk_pci_ext_capabilities(self.view());
   ASSERT_FALSE(self_loop);
-  EXPECT_NE(self_loop.error().find("0x100"), std::string::npos) << self_loop.error();
+  EXPECT_NE(self_loop.error().message().find("0x100"), std::string::npos) << self_loop.error();
 
   auto back = make_config(4096, 0x00);
   back.put<std::uint32_t>(0x100, ext_header(0x0001, 2, 0x148));
@@ -492,7 +492,7 @@ TEST(PciCapabilities, ExtendedMisalignedNext) {
   config.put<std::uint32_t>(0x100, ext_header(0x0001, 2, 0x14a));
   const auto caps = walk_pci_ext_capabilities(config.view());
   ASSERT_FALSE(caps);
-  EXPECT_NE(caps.error().find("0x14a"), std::string::npos) << caps.error();
+  EXPECT_NE(caps.error().message().find("0x14a"), std::string::npos) << caps.error();
 }
 
 TEST(PciCapabilities, ExtendedNextIntoConventionalSpace) {
@@ -519,7 +519,7 @@ TEST(PciCapabilities, ShortBufferRejected) {
   ByteBuffer config(32);
   const auto standard = walk_pci_capabilities(config.view());
   ASSERT_FALSE(standard);
-  EXPECT_NE(standard.error().find("32"), std::string::npos) << standard.error();
+  EXPECT_NE(standard.error().message().find("32"), std::string::npos) << standard.error();
   EXPECT_FALSE(walk_pci_ext_capabilities(config.view()));
 }
 

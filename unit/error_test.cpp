@@ -1,10 +1,15 @@
+#include "check.h"
 #include "vfiolab/error.h"
 #include "vfiolab/iommu.h"
 #include "vfiolab/memory.h"
 
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <sstream>
 
 namespace vfiolab {
 namespace {
@@ -17,12 +22,32 @@ TEST(Error, MessageNamesOperationContextAndErrno) {
             "PciDevice::open: no PCI device 0000:00:1e.7");
 }
 
+TEST(Error, DeviceComesFirstInTheMessage) {
+  const Error error = device_error(EIO, "0000:00:05.0", "pread config", "mode iommufd offset 0x4 size 2");
+  EXPECT_EQ(error.device, "0000:00:05.0");
+  EXPECT_EQ(error.message(), "pread config (0000:00:05.0 mode iommufd offset 0x4 size 2): Input/output error (EIO)");
+  EXPECT_EQ(device_error(0, "0000:00:05.0", "VFIO_DEVICE_GET_INFO", "not a PCI device").message(),
+            "VFIO_DEVICE_GET_INFO: 0000:00:05.0 not a PCI device");
+  std::ostringstream out;
+  out << error;
+  EXPECT_EQ(out.str(), error.message());
+}
+
+TEST(Error, WrapKeepsTheCauseAndItsUnsupportedFlag) {
+  const Error cause = unsupported_error(ENOTSUP, "VFIO_IOMMU_GET_INFO", "no IOVA range capability");
+  const Error wrapped = wrap_error(cause, EPROTO, "IOVA ranges", "0000:00:04.0");
+  EXPECT_TRUE(wrapped.unsupported);
+  EXPECT_EQ(wrapped.errnum, EPROTO);
+  EXPECT_NE(wrapped.message().find(cause.message()), std::string::npos) << wrapped.message();
+}
+
+// check() is the harness's: the one place an Error becomes an exception.
 TEST(Error, CheckThrowsWithTheErrorKept) {
   Result<int> bad = std::unexpected(make_error(EBUSY, "open /dev/vfio/3"));
   try {
     check(std::move(bad));
     FAIL() << "check did not throw";
-  } catch (const VfioError& e) {
+  } catch (const harness::CheckFailed& e) {
     EXPECT_EQ(e.error().errnum, EBUSY);
     EXPECT_NE(std::string(e.what()).find("EBUSY"), std::string::npos);
   }
@@ -57,6 +82,28 @@ TEST(Backings, AnonymousBufferIsUsableAndRounded) {
   EXPECT_EQ(buffer->size(), 4096u);
   buffer->bytes()[4095] = std::byte{1};
   EXPECT_FALSE(DmaBuffer::allocate(Backing::anonymous, 0));
+}
+
+// Resident pages of a buffer, by mincore.
+std::size_t resident(const DmaBuffer& buffer) {
+  std::vector<unsigned char> pages(buffer.size() / static_cast<std::size_t>(::getpagesize()));
+  EXPECT_EQ(::mincore(buffer.data(), buffer.size(), pages.data()), 0);
+  std::size_t count = 0;
+  for (unsigned char page : pages) count += page & 1;
+  return count;
+}
+
+// The mapping perf test's prefault=no rows rely on this: untouched memory
+// until the map faults it in.
+TEST(Backings, PrefaultNoLeavesPagesOut) {
+  for (Backing backing : {Backing::anonymous, Backing::memfd}) {
+    auto cold = DmaBuffer::allocate(backing, 64 * 1024, Prefault::no);
+    ASSERT_TRUE(cold) << cold.error();
+    EXPECT_EQ(resident(*cold), 0u) << backing_info(backing).name;
+    auto warm = DmaBuffer::allocate(backing, 64 * 1024);
+    ASSERT_TRUE(warm) << warm.error();
+    EXPECT_EQ(resident(*warm), 16u) << backing_info(backing).name;
+  }
 }
 
 }  // namespace

@@ -58,5 +58,19 @@ TEST(HarnessGtestFilter, PositiveNegativeAndWildcards) {
   EXPECT_FALSE(gtest_filter_matches("a*b", "acbc"));
 }
 
+// "-t typo" must be an error, not an empty run that passes.
+TEST(HarnessSelection, WordsThatMatchNothingAreNamed) {
+  const std::vector<TestName> known{{"vfio_dma_mapping_test", "iommufd", "dma_map_unmap"},
+                                    {"vfio_pci_device_test", "", "reset"}};
+  Selection selection;
+  EXPECT_TRUE(selection.unmatched(known).empty());
+  selection.tests = {"reset", "rest"};
+  selection.fixtures = {"vfio_pci_device_test"};
+  selection.variants = {"iommufd"};
+  selection.full = {"vfio_dma_mapping_test.iommufd.dma_map_unmap", "vfio_pci_device_test.reset.x"};
+  EXPECT_EQ(selection.unmatched(known),
+            (std::vector<std::string>{"-t rest", "-r vfio_pci_device_test.reset.x"}));
+}
+
 }  // namespace
 }  // namespace vfiolab::harness

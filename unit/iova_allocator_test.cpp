@@ -78,14 +78,14 @@ TEST(IovaRanges, SingleAddressRanges) {
 TEST(IovaRanges, RejectsStartAboveLast) {
   auto result = normalize_iova_ranges({{0x1000, 0x1fff}, {0x3000, 0x2fff}});
   ASSERT_FALSE(result);
-  EXPECT_NE(result.error().find("0x3000"), std::string::npos) << result.error();
-  EXPECT_NE(result.error().find("0x2fff"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("0x3000"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("0x2fff"), std::string::npos) << result.error();
 }
 
 TEST(IovaRanges, CreateRejectsStartAboveLast) {
   auto allocator = IovaAllocator::create({{0x10, 0x0f}});
   ASSERT_FALSE(allocator);
-  EXPECT_NE(allocator.error().find("0x10"), std::string::npos) << allocator.error();
+  EXPECT_NE(allocator.error().message().find("0x10"), std::string::npos) << allocator.error();
 }
 
 TEST(IovaRanges, FullSpace) {
@@ -200,8 +200,8 @@ TEST(IovaAllocator, ExhaustionReportsNoRoom) {
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(allocator.allocate(4 * kKiB));
   auto result = allocator.allocate(4 * kKiB);
   ASSERT_FALSE(result);
-  EXPECT_NE(result.error().find("no room"), std::string::npos) << result.error();
-  EXPECT_NE(result.error().find("0x1000"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("no room"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("0x1000"), std::string::npos) << result.error();
   EXPECT_FALSE(allocator.allocate(1));
 }
 
@@ -210,14 +210,14 @@ TEST(IovaAllocator, NoRangesReportsNoRoom) {
   EXPECT_TRUE(allocator.ranges().empty());
   auto result = allocator.allocate(4 * kKiB);
   ASSERT_FALSE(result);
-  EXPECT_NE(result.error().find("no room"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("no room"), std::string::npos) << result.error();
 }
 
 TEST(IovaAllocator, RejectsZeroSize) {
   auto allocator = make_allocator({{0, 0xffff}});
   auto result = allocator.allocate(0);
   ASSERT_FALSE(result);
-  EXPECT_NE(result.error().find("zero"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("zero"), std::string::npos) << result.error();
 }
 
 TEST(IovaAllocator, RejectsNonPowerOfTwo) {
@@ -226,7 +226,7 @@ TEST(IovaAllocator, RejectsNonPowerOfTwo) {
   for (std::uint64_t size : bad_sizes) {
     auto result = allocator.allocate(size);
     ASSERT_FALSE(result) << size;
-    EXPECT_NE(result.error().find("power of two"), std::string::npos) << result.error();
+    EXPECT_NE(result.error().message().find("power of two"), std::string::npos) << result.error();
   }
   // Rejected requests use nothing up.
   EXPECT_EQ(allocator.allocate(1), 0u);
@@ -247,7 +247,7 @@ TEST(IovaAllocator, TopOfSpaceFillsWithoutWrap) {
   EXPECT_EQ(allocator.allocate(4 * kKiB), 0xfffffffffffff000u);
   auto after = allocator.allocate(1);
   ASSERT_FALSE(after);
-  EXPECT_NE(after.error().find("no room"), std::string::npos) << after.error();
+  EXPECT_NE(after.error().message().find("no room"), std::string::npos) << after.error();
   EXPECT_FALSE(allocator.allocate(4 * kKiB));
 }
 
@@ -375,7 +375,7 @@ TEST(IovaAllocatorAdversarial, RangesEntirelyAboveLimit) {
   EXPECT_TRUE(allocator.ranges().empty());
   auto result = allocator.allocate(4 * kKiB);
   ASSERT_FALSE(result);
-  EXPECT_NE(result.error().find("no room"), std::string::npos) << result.error();
+  EXPECT_NE(result.error().message().find("no room"), std::string::npos) << result.error();
 }
 
 TEST(IovaAllocatorAdversarial, LimitJustBelowRangeEnd) {
@@ -384,6 +384,26 @@ TEST(IovaAllocatorAdversarial, LimitJustBelowRangeEnd) {
   EXPECT_EQ(allocator.allocate(1ull << 63), 0u);
   EXPECT_FALSE(allocator.allocate(1ull << 63));
   EXPECT_EQ(allocator.allocate(1ull << 62), 1ull << 63);
+}
+
+// Iommu::map_new gives the block back when its map fails; only the newest
+// block of a range can be taken back, and then it is handed out again.
+TEST(IovaAllocator, GiveBackOnlyTheNewestBlock) {
+  auto allocator = IovaAllocator::create({{0x10000, 0x1ffff}}).value();
+  const auto first = allocator.allocate(0x1000).value();
+  const auto second = allocator.allocate(0x1000).value();
+  EXPECT_FALSE(allocator.give_back(first, 0x1000)) << "an older block was taken back";
+  EXPECT_FALSE(allocator.give_back(second, 0x2000)) << "a block of another size was taken back";
+  EXPECT_TRUE(allocator.give_back(second, 0x1000));
+  EXPECT_EQ(allocator.allocate(0x1000).value(), second);
+  // A range filled to its last IOVA gives back its final block too.
+  auto full = IovaAllocator::create({{0x0, 0x1fff}}).value();
+  (void)full.allocate(0x1000).value();
+  const auto last = full.allocate(0x1000).value();
+  EXPECT_FALSE(full.allocate(0x1000)) << "the range should be full";
+  EXPECT_TRUE(full.give_back(last, 0x1000));
+  EXPECT_EQ(full.allocate(0x1000).value(), last);
+  EXPECT_FALSE(full.give_back(0x100000, 0x1000)) << "a block outside every range was taken back";
 }
 
 }  // namespace

@@ -252,5 +252,32 @@ TEST(KtapWriter, RoundTripsThroughTheParser) {
   EXPECT_TRUE(doc.problems.empty());
 }
 
+// kselftest's rule, from one place for every program: a failure fails, only
+// skips skip, and the totals line counts what the writer wrote.
+TEST(KtapWriter, FinishWritesTotalsAndReturnsTheExitCode) {
+  EXPECT_EQ(exit_code({1, 0, 5}), kExitPass);
+  EXPECT_EQ(exit_code({0, 0, 2}), kExitSkip);
+  EXPECT_EQ(exit_code({3, 1, 0}), kExitFail);
+  EXPECT_EQ(exit_code({}), kExitPass);
+  char* buffer = nullptr;
+  std::size_t size = 0;
+  std::FILE* memory = open_memstream(&buffer, &size);
+  ASSERT_NE(memory, nullptr);
+  int code = -1;
+  {
+    Writer out(memory);
+    out.pass("a");
+    out.result(false, "b", Directive::xfail);
+    out.skip("c", "why");
+    out.result(false, "d", Directive::timeout);
+    code = out.finish();
+  }
+  std::fclose(memory);
+  std::string text(buffer, size);
+  std::free(buffer);
+  EXPECT_EQ(code, kExitFail);
+  EXPECT_NE(text.find("# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:1 error:0\n"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace vfiolab::ktap

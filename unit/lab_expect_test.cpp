@@ -113,16 +113,16 @@ TEST(LabExpect, SkipsThatAppearDisappearOrChangeReasonFail) {
 TEST(LabExpect, BadFilesAreRefusedWithTheLine) {
   auto kind = parse_expectations("# c\nxfail a b\n");
   ASSERT_FALSE(kind);
-  EXPECT_EQ(kind.error(), "line 2: 'xfail' is not fail, flaky or skip");
+  EXPECT_EQ(kind.error().context, "line 2: 'xfail' is not fail, flaky or skip");
   auto evidence = parse_expectations("fail a/b\n");
   ASSERT_FALSE(evidence);
-  EXPECT_EQ(evidence.error(), "line 1: fail a/b has no evidence");
+  EXPECT_EQ(evidence.error().context, "line 1: fail a/b has no evidence");
   auto reason = parse_expectations("skip a/b   \n");
   ASSERT_FALSE(reason);
-  EXPECT_EQ(reason.error(), "line 1: skip a/b has no reason");
+  EXPECT_EQ(reason.error().context, "line 1: skip a/b has no reason");
   auto twice = parse_expectations("skip a r\n\nfail a e\n");
   ASSERT_FALSE(twice);
-  EXPECT_EQ(twice.error(), "line 3: a is already listed on line 1");
+  EXPECT_EQ(twice.error().context, "line 3: a is already listed on line 1");
 }
 
 TEST(LabExpect, DraftListsSkipsAndLeavesFailuresToAPerson) {

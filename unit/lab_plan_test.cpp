@@ -49,11 +49,11 @@ TEST(LabPlan, ParsesNamesResourcesAndCommands) {
 TEST(LabPlan, RejectsAnEntryWithoutCommandAndANameUsedTwice) {
   auto empty = parse_plan("ok prog\nlonely +pool\n");
   ASSERT_FALSE(empty);
-  EXPECT_NE(empty.error().find("line 2"), std::string::npos) << empty.error();
-  EXPECT_NE(empty.error().find("'lonely' has no command"), std::string::npos) << empty.error();
+  EXPECT_NE(empty.error().message().find("line 2"), std::string::npos) << empty.error();
+  EXPECT_NE(empty.error().message().find("'lonely' has no command"), std::string::npos) << empty.error();
   auto twice = parse_plan("a prog\nb prog\na other\n");
   ASSERT_FALSE(twice);
-  EXPECT_NE(twice.error().find("line 3: the name 'a' is used twice"), std::string::npos) << twice.error();
+  EXPECT_NE(twice.error().message().find("line 3: the name 'a' is used twice"), std::string::npos) << twice.error();
 }
 
 TEST(LabPlan, NeedsAreConditionsNotResources) {
@@ -80,7 +80,7 @@ TEST(LabPlan, NeedsAreConditionsNotResources) {
   for (const char* bad : {"x +needs: prog\n", "x +needs:1GB prog\n", "x +needs:I-GB prog\n"}) {
     auto rejected = parse_plan(bad);
     ASSERT_FALSE(rejected) << bad;
-    EXPECT_NE(rejected.error().find("does not name a variable"), std::string::npos) << rejected.error();
+    EXPECT_NE(rejected.error().message().find("does not name a variable"), std::string::npos) << rejected.error();
   }
 }
 

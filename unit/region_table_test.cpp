@@ -51,5 +51,21 @@ TEST(RegionTable, ManyRegions) {
   }
 }
 
+// Iommu::unmap forgets the regions an unmap removed whole, and only those.
+TEST(RegionTable, EraseWithinDropsOnlyWholeRegions) {
+  alignas(4096) static std::byte memory[4 * 4096];
+  RegionTable table;
+  for (std::uint64_t i = 0; i < 4; ++i) table.insert({memory + i * 4096, 0x10000 + i * 0x1000, 0x1000});
+  table.erase_within(0x11000, 0x2000);  // the middle two
+  EXPECT_EQ(table.size(), 2u);
+  EXPECT_TRUE(table.to_iova(memory));
+  EXPECT_FALSE(table.to_iova(memory + 4096));
+  EXPECT_FALSE(table.to_iova(memory + 2 * 4096));
+  table.erase_within(0x13000, 0x800);  // half of the last: it stays
+  EXPECT_TRUE(table.to_iova(memory + 3 * 4096));
+  table.erase_within(0, UINT64_MAX);  // iommufd's "everything": no end wraps at the top
+  EXPECT_EQ(table.size(), 0u);
+}
+
 }  // namespace
 }  // namespace vfiolab

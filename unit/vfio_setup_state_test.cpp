@@ -45,7 +45,7 @@ TEST(VfioSetupState, EditedFileFailsTheChecksum) {
   text.replace(at, 6, "igb   ");
   auto parsed = parse_device_state(text);
   ASSERT_FALSE(parsed);
-  EXPECT_NE(parsed.error().find("checksum"), std::string::npos);
+  EXPECT_NE(parsed.error().message().find("checksum"), std::string::npos);
 }
 
 // Builds a file with a valid seal around arbitrary lines, to test what the

@@ -145,7 +145,7 @@ Result<void> DsaDriver::do_init() {
   }
 
   // MSI-X, and its permission entries: no PASID, not ignored.
-  if (auto r = device().try_enable_irqs(IrqIndex::msix, 2); !r) return r;
+  if (auto r = device().enable_irqs(IrqIndex::msix, 2); !r) return r;
   for (std::uint32_t v : {kErrorVector, kCompletionVector}) {
     write32(offsets_msix_perm(offsets) + kMsixPermEntryBytes * v, 0);
   }
@@ -186,7 +186,7 @@ void DsaDriver::do_remove() {
     if (state == DeviceState::halted) (void)run_command(Command::reset_device, 0, "reset device");
     write32(kRegGenCtrl, 0);
   }
-  if (device().enabled_irq_index() == IrqIndex::msix) (void)device().try_disable_irqs(IrqIndex::msix);
+  if (device().enabled_irq_index() == IrqIndex::msix) (void)device().disable_irqs(IrqIndex::msix);
   mmio_ = portal_ = nullptr;
   wq_enabled_ = int_handle_requested_ = false;
 }

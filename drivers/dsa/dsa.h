@@ -32,7 +32,7 @@ std::unique_ptr<Driver> create(PciDevice& device);
 class DsaDriver final : public Driver {
  public:
   using Driver::Driver;
-  ~DsaDriver() override { remove(); }
+  ~DsaDriver() override { (void)remove(); }
   std::string_view name() const override { return kName; }
   // The device reports translation failures in the completion record.
   bool reports_dma_errors() const override { return true; }

@@ -55,7 +55,7 @@ class EduDriver final : public Driver {
   std::uint64_t region_size() const override { return 4096; }  // the device has no rings
   std::uint64_t iova_limit() const override { return kDmaLimit; }
   bool reports_dma_errors() const override { return false; }
-  ~EduDriver() override { remove(); }
+  ~EduDriver() override { (void)remove(); }
 
  protected:
   Result<void> do_init() override {
@@ -67,7 +67,7 @@ class EduDriver final : public Driver {
       return std::unexpected(driver_error(ENODEV, "edu init", fmt::format("identification register reads {:#x}", id)));
     }
     if (dma_busy()) return std::unexpected(driver_error(EBUSY, "edu init", "a DMA is still running"));
-    if (auto r = device().try_enable_irqs(IrqIndex::msi, 1); !r) return r;
+    if (auto r = device().enable_irqs(IrqIndex::msi, 1); !r) return r;
     write32(kRegAckIrq, ~0u);
     const char* full = std::getenv(kFullBufferVariable);
     set_limits(full && std::string_view(full) == "1" ? kDmaBufferSize : kMaxTransfer, kMaxCount, 0);
@@ -80,7 +80,7 @@ class EduDriver final : public Driver {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (dma_busy() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
     if (bar0_) write32(kRegAckIrq, ~0u);
-    (void)device().try_disable_irqs(IrqIndex::msi);
+    (void)device().disable_irqs(IrqIndex::msi);
   }
 
   Result<void> do_memcpy_start(std::uint64_t src, std::uint64_t dst, std::uint64_t size,

@@ -66,8 +66,8 @@ Result<void> IoatDriver::reset_channel() {
     // Before 3.3 the error is latched in config space too. Best effort:
     // a refused config write leaves a stale bit there, not a broken channel.
     std::uint32_t latched = 0;
-    if (device().try_config_read(ioat::kPciChanErrIntCfg, &latched, sizeof latched) && latched != 0) {
-      (void)device().try_config_write(ioat::kPciChanErrIntCfg, &latched, sizeof latched);
+    if (device().config_read(ioat::kPciChanErrIntCfg, &latched, sizeof latched) && latched != 0) {
+      (void)device().config_write(ioat::kPciChanErrIntCfg, &latched, sizeof latched);
     }
   }
   write_chan<std::uint8_t>(ioat::kChanCmdReg, ioat::kChanCmdReset);
@@ -170,10 +170,15 @@ Result<void> IoatDriver::do_init() {
 
   // The kernel clears relaxed ordering so that the completion writeback
   // cannot pass the data it reports (ioat3_dma_probe).
-  if (auto exp = device().find_capability(PCI_CAP_ID_EXP)) {
-    const auto devctl = device().config_read<std::uint16_t>(*exp + PCI_EXP_DEVCTL);
-    if (devctl & PCI_EXP_DEVCTL_RELAX_EN) {
-      device().config_write<std::uint16_t>(*exp + PCI_EXP_DEVCTL, devctl & ~PCI_EXP_DEVCTL_RELAX_EN);
+  auto exp = device().find_capability(PCI_CAP_ID_EXP);
+  if (!exp) return std::unexpected(exp.error());
+  if (*exp) {
+    const std::uint32_t at = **exp + PCI_EXP_DEVCTL;
+    auto devctl = device().config_read<std::uint16_t>(at);
+    if (!devctl) return std::unexpected(devctl.error());
+    if (*devctl & PCI_EXP_DEVCTL_RELAX_EN) {
+      auto cleared = device().config_write(at, static_cast<std::uint16_t>(*devctl & ~PCI_EXP_DEVCTL_RELAX_EN));
+      if (!cleared) return cleared;
     }
   }
 
@@ -185,7 +190,7 @@ Result<void> IoatDriver::do_init() {
   }
   program_chain();
 
-  if (auto r = device().try_enable_irqs(IrqIndex::msix, 1); !r) return r;
+  if (auto r = device().enable_irqs(IrqIndex::msix, 1); !r) return r;
   write<std::uint8_t>(ioat::kIntrCtrlReg, ioat::kIntrCtrlMasterIntEn | ioat::kIntrCtrlMsixVectorControl);
 
   // Start the channel with a NULL descriptor, as the kernel does, and check
@@ -206,7 +211,7 @@ void IoatDriver::do_remove() {
     (void)reset_channel();  // quiesces the channel; nothing to report to
     write<std::uint8_t>(ioat::kIntrCtrlReg, 0);
   }
-  if (device().enabled_irq_index() == IrqIndex::msix) (void)device().try_disable_irqs(IrqIndex::msix);
+  if (device().enabled_irq_index() == IrqIndex::msix) (void)device().disable_irqs(IrqIndex::msix);
   mmio_ = nullptr;
   head_ = 0;
   dmacount_ = 0;

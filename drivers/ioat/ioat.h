@@ -25,7 +25,7 @@ constexpr bool ioat_matches(std::uint16_t vendor, std::uint16_t device) {
 class IoatDriver final : public Driver {
  public:
   explicit IoatDriver(PciDevice& device) : Driver(device) {}
-  ~IoatDriver() override { remove(); }
+  ~IoatDriver() override { (void)remove(); }
 
   std::string_view name() const override { return kName; }
   std::uint64_t region_size() const override { return kRegionBytes; }

@@ -108,7 +108,7 @@ class NvmeDriver final : public Driver {
   // memory is posted and invisible to it. So a copy may or may not report
   // the fault: memcpy_wait() passes on whatever the controller said.
   bool reports_dma_errors() const override { return false; }
-  ~NvmeDriver() override { remove(); }
+  ~NvmeDriver() override { (void)remove(); }
 
  protected:
   Result<void> may_drive() const override { return check_consent(); }
@@ -132,7 +132,7 @@ class NvmeDriver final : public Driver {
                        doorbell(1));
     io_ = QueuePair(1, region_at<Command>(kIoSqOffset), region_at<Completion>(kIoCqOffset), doorbell(2), doorbell(3));
 
-    if (auto r = device().try_enable_irqs(IrqIndex::msix, 1); !r) return r;
+    if (auto r = device().enable_irqs(IrqIndex::msix, 1); !r) return r;
     write32(kRegAqa, ((kQueueEntries - 1) << 16) | (kQueueEntries - 1));
     write64(kRegAsq, region_iova(kAdminSqOffset));
     write64(kRegAcq, region_iova(kAdminCqOffset));
@@ -145,7 +145,7 @@ class NvmeDriver final : public Driver {
 
   void do_remove() override {
     if (bar0_) (void)disable_controller();  // deletes every queue
-    (void)device().try_disable_irqs(IrqIndex::msix);
+    (void)device().disable_irqs(IrqIndex::msix);
   }
 
   Result<void> do_memcpy_start(std::uint64_t src, std::uint64_t dst, std::uint64_t size,
@@ -364,10 +364,7 @@ class NvmeDriver final : public Driver {
 
 }  // namespace
 
-bool probe(const PciDevice& device) {
-  const std::uint32_t class_code = device.config_read<std::uint32_t>(0x08) >> 8;  // class, subclass, prog-if
-  return class_code == kClassNvme;
-}
+bool probe(const PciDevice& device) { return device.class_code() == kClassNvme; }
 
 std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<NvmeDriver>(device); }
 

@@ -5,7 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <expected>
+#include "vfiolab/error.h"
+
 #include <optional>
 #include <span>
 #include <string>
@@ -25,7 +26,7 @@ struct InfoCapability {
 // Walks the chain starting at first_offset (0 = no capabilities -> empty vector). Errors (text naming the
 // offset): header not fully inside the buffer, a next offset that does not move forward (loops), more
 // than 64 capabilities.
-std::expected<std::vector<InfoCapability>, std::string>
+Result<std::vector<InfoCapability>>
 parse_info_capabilities(std::span<const std::byte> buffer, std::uint32_t first_offset);
 
 // The first capability with this id, or nullptr.
@@ -37,22 +38,22 @@ struct SparseMmapArea {
   std::uint64_t offset = 0;
   std::uint64_t size = 0;
 };
-std::expected<std::vector<SparseMmapArea>, std::string> decode_sparse_mmap(const InfoCapability& cap);
+Result<std::vector<SparseMmapArea>> decode_sparse_mmap(const InfoCapability& cap);
 
 struct RegionType {
   std::uint32_t type = 0;
   std::uint32_t subtype = 0;
 };
-std::expected<RegionType, std::string> decode_region_type(const InfoCapability& cap);
+Result<RegionType> decode_region_type(const InfoCapability& cap);
 
 struct IovaSpan {
   std::uint64_t start = 0;
   std::uint64_t last = 0;  // inclusive, as the kernel gives it
 };
 // Also fails for a range whose start lies after its last address.
-std::expected<std::vector<IovaSpan>, std::string> decode_iova_ranges(const InfoCapability& cap);
+Result<std::vector<IovaSpan>> decode_iova_ranges(const InfoCapability& cap);
 
-std::expected<std::uint32_t, std::string> decode_dma_avail(const InfoCapability& cap);
+Result<std::uint32_t> decode_dma_avail(const InfoCapability& cap);
 
 struct PciCapability {
   std::uint16_t id = 0;  // 8-bit IDs for standard caps, 16-bit for extended
@@ -63,9 +64,9 @@ struct PciCapability {
 // Errors (text naming the offset) for a loop (an offset seen twice), a pointer out of range, more than 48
 // standard / 960 extended entries. A buffer shorter than 64 bytes is an error. A buffer without extended
 // configuration space (shorter than 4096 bytes) has no extended capabilities.
-std::expected<std::vector<PciCapability>, std::string>
+Result<std::vector<PciCapability>>
 walk_pci_capabilities(std::span<const std::byte> config);
-std::expected<std::vector<PciCapability>, std::string>
+Result<std::vector<PciCapability>>
 walk_pci_ext_capabilities(std::span<const std::byte> config);
 
 }  // namespace vfiolab

@@ -6,8 +6,10 @@
 // (region_size() bytes, below iova_limit()) and hands to init(). Copies name
 // IOVAs, never host addresses: the device sees only what the IOMMU maps.
 //
-// Adding a driver: a folder drivers/<name>/ and one line in
-// drivers/registry.cpp.
+// The drivers themselves, and the registry that picks one for a device, are
+// the drivers library (drivers/include/vfiolab/drivers.h): this library
+// only declares the interface. Adding a driver: a folder drivers/<name>/ and
+// one line in drivers/registry.cpp.
 #pragma once
 
 #include "vfiolab/error.h"
@@ -51,8 +53,10 @@ class Driver {
   // device's interrupts: msi_vector() names the one send_msi() raises.
   Result<void> init(const DmaRegion& region);
   // Quiesces the device, disables its interrupts and turns bus mastering
-  // off; init() may follow. Does nothing when not initialised.
-  void remove();
+  // off; init() may follow. Does nothing when not initialised. It always
+  // does all of that; the error is bus mastering's, when it stayed on.
+  // Destructors call it and drop the result: nothing here throws.
+  Result<void> remove();
   bool initialized() const { return initialized_; }
 
   // Limits, known after init().
@@ -117,21 +121,6 @@ class Driver {
   std::uint64_t max_memcpy_count_ = 0;
   std::optional<std::uint32_t> msi_vector_;
 };
-
-// One driver the registry knows: which devices it serves and how to make it.
-struct DriverEntry {
-  std::string_view name;
-  // Whether the driver serves this device (by vendor and device ID, or by
-  // class code for a standard interface such as NVMe).
-  bool (*probe)(const PciDevice& device);
-  std::unique_ptr<Driver> (*create)(PciDevice& device);
-};
-
-// Every driver, in the order probe_driver() tries them (drivers/registry.cpp).
-std::span<const DriverEntry> driver_registry();
-// The first driver whose probe accepts the device; unsupported (a SKIP)
-// when none does.
-Result<std::unique_ptr<Driver>> probe_driver(PciDevice& device);
 
 // A large copy cut into pieces a driver accepts.
 struct CopyChunk {

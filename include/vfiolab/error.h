@@ -1,49 +1,58 @@
-// Errors of the low layer: what failed (the ioctl or call), on what (device,
-// IOMMU mode, address), and the errno. Tests that expect a failure assert on
-// errnum; the checked layer turns an Error into a VfioError exception whose
-// message says all three.
+// The one error type of vfiolab's libraries (core, drivers, KVM, reporting)
+// and tools: what failed (the call or ioctl), on which device, with what
+// detail, the errno, and whether the failure means "this machine cannot do
+// it" (a SKIP) rather than "it went wrong" (a FAIL).
+//
+// The rule, everywhere outside the test harness:
+// - a call that can fail returns Result<T>; no library function throws, and
+//   no destructor can fail;
+// - names carry no try_ prefix: the return type says the call can fail, and
+//   a Result left unchecked is a compiler warning;
+// - errno is read into a local right after the call that set it, before
+//   anything else runs (formatting a message can change errno).
+// The harness turns an Error into a test failure or SKIP (harness/check.h).
 #pragma once
 
 #include <expected>
-#include <stdexcept>
+#include <iosfwd>
 #include <string>
 #include <utility>
 
 namespace vfiolab {
 
 struct Error {
-  int errnum = 0;          // errno, or 0 for failures that are not a syscall's
-  std::string operation;   // "VFIO_IOMMU_MAP_DMA", "open /dev/vfio/3", ...
-  std::string context;     // "0000:00:04.0 iova 0x10000 size 0x1000", ...
+  int errnum = 0;          // the errno, or a chosen one (EINVAL, EPROTO, ...) for failures that are no syscall's
+  std::string operation;   // "VFIO_IOMMU_MAP_DMA", "open /dev/vfio/3", "parse resource", ...
+  std::string device;      // "0000:00:04.0"; empty when no device is involved
+  std::string context;     // "mode iommufd iova 0x10000 size 0x1000", "line 3: ..."
   // The running kernel or machine lacks what was asked (no VFIO cdev, no
   // hugepages in the pool, ...): a test should SKIP, not fail.
   bool unsupported = false;
 
+  // "OPERATION (DEVICE CONTEXT): strerror (ENAME)", or, without an errno,
+  // "OPERATION: DEVICE CONTEXT".
   std::string message() const;
 };
 
+// Writes message(): for test output (`<< result.error()`).
+std::ostream& operator<<(std::ostream& out, const Error& error);
+
+// std::expected that cannot be dropped unnoticed: ignoring one is a
+// compiler warning (an error under CI's -Werror). Drop one on purpose with
+// (void) and a comment saying why.
 template <typename T>
-using Result = std::expected<T, Error>;
-
-// An Error from the current errno.
-Error errno_error(std::string operation, std::string context = {});
-Error make_error(int errnum, std::string operation, std::string context = {});
-Error unsupported_error(int errnum, std::string operation, std::string context);
-
-class VfioError : public std::runtime_error {
- public:
-  explicit VfioError(Error error);
-  const Error& error() const { return error_; }
-
- private:
-  Error error_;
+struct [[nodiscard]] Result : std::expected<T, Error> {
+  using std::expected<T, Error>::expected;
+  Result(std::expected<T, Error> other) : std::expected<T, Error>(std::move(other)) {}
 };
 
-// The checked layer: the value, or a VfioError.
-template <typename T>
-T check(Result<T> result) {
-  if (!result) throw VfioError(std::move(result.error()));
-  if constexpr (!std::is_void_v<T>) return std::move(*result);
-}
+// `errnum` is the caller's copy of errno, taken right after the failed call.
+Error make_error(int errnum, std::string operation, std::string context = {});
+Error unsupported_error(int errnum, std::string operation, std::string context = {});
+// An error about one device.
+Error device_error(int errnum, std::string device, std::string operation, std::string context = {});
+// `cause` as the reason `operation` failed: its message becomes the context,
+// its unsupported flag is kept.
+Error wrap_error(const Error& cause, int errnum, std::string operation, std::string device = {});
 
 }  // namespace vfiolab

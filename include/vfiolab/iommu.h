@@ -71,29 +71,27 @@ class Iommu {
   int iommufd() const;                                    // /dev/iommu (compat and native modes)
   std::uint32_t ioas_id() const { return ioas_id_; }      // native iommufd only
 
-  // Low layer: the kernel's answer, errno included.
-  Result<void> try_map(const DmaRegion& region, std::uint32_t access = dma_read_write);
+  // DMA mappings. The Iommu keeps a table of what it mapped (for to_iova()
+  // and regions()): map() adds a region once the kernel has mapped it, and
+  // unmap() drops the regions that lie wholly inside what the kernel
+  // reports unmapped.
+  Result<void> map(const DmaRegion& region, std::uint32_t access = dma_read_write);
   // Returns the bytes the kernel reports unmapped.
-  Result<std::uint64_t> try_unmap(std::uint64_t iova, std::uint64_t size);
-  Result<std::uint64_t> try_unmap_all();
-  Result<std::vector<IovaRange>> try_iova_ranges() const;
-
-  // Checked layer: throws VfioError naming the ioctl, the mode and the errno.
-  // map/unmap keep the list of regions up to date.
-  void map(const DmaRegion& region, std::uint32_t access = dma_read_write);
-  std::uint64_t unmap(const DmaRegion& region);
+  Result<std::uint64_t> unmap(std::uint64_t iova, std::uint64_t size);
+  Result<std::uint64_t> unmap(const DmaRegion& region) { return unmap(region.iova, region.size); }
+  Result<std::uint64_t> unmap_all();
   // Allocates `size` bytes of `backing` (rounded up to its page size), takes
   // an IOVA block for them from `iovas` and maps them like map(). Errors:
   // the allocation's (unsupported for an empty HugeTLB pool), ENOSPC when no
-  // IOVA is left, the map's.
+  // IOVA is left, the map's (the IOVA block then goes back to `iovas`).
   Result<MappedBuffer> map_new(IovaAllocator& iovas, Backing backing, std::uint64_t size);
-  std::uint64_t unmap_all();
-  std::vector<IovaRange> iova_ranges() const;  // sorted, merged
+  // The usable IOVA ranges, sorted and merged.
+  Result<std::vector<IovaRange>> iova_ranges() const;
   // An allocator over the usable ranges, clipped to the device's highest
   // address.
-  IovaAllocator iova_allocator(std::uint64_t limit = UINT64_MAX) const;
+  Result<IovaAllocator> iova_allocator(std::uint64_t limit = UINT64_MAX) const;
 
-  // Regions mapped through map(), by host address (not to be read while
+  // Regions mapped through map() and map_new(), by host address (not to be read while
   // another thread maps).
   const RegionTable& regions() const { return regions_; }
   // The IOVA of a host address inside a mapped region.
@@ -105,6 +103,11 @@ class Iommu {
 
  private:
   Result<void> set_container_iommu();
+  // The ioctls alone.
+  Result<void> map_in_kernel(const DmaRegion& region, std::uint32_t access);
+  Result<std::uint64_t> unmap_in_kernel(std::uint64_t iova, std::uint64_t size);
+  Result<std::uint64_t> unmap_all_in_kernel();
+  Result<std::vector<IovaRange>> kernel_iova_ranges() const;
 
   IommuMode mode_;
   UniqueFd container_;  // /dev/vfio/vfio or /dev/iommu used as a container

@@ -2,8 +2,9 @@
 // hands out aligned blocks from them so tests never map two buffers at the same IOVA.
 #pragma once
 
+#include "vfiolab/error.h"
+
 #include <cstdint>
-#include <expected>
 #include <string>
 #include <vector>
 
@@ -19,21 +20,23 @@ struct IovaRange {
 
 // Sorts ranges and merges overlapping or adjacent ones. Fails (message naming the bad range in hex) on a
 // range whose start > last. An empty input gives an empty output.
-std::expected<std::vector<IovaRange>, std::string> normalize_iova_ranges(std::vector<IovaRange> ranges);
+Result<std::vector<IovaRange>> normalize_iova_ranges(std::vector<IovaRange> ranges);
 
 // Hands out naturally aligned power-of-two IOVA blocks from the usable ranges, lowest address first,
-// never twice (a bump allocator per range, like the kernel VFIO selftests' iova_allocator; no free of
-// single blocks, reset() starts over). `limit` is the highest IOVA the device can address (inclusive),
+// never twice (a bump allocator per range: only the newest block can be given back, reset() starts
+// over). `limit` is the highest IOVA the device can address (inclusive),
 // for devices with a narrow DMA mask (e.g. QEMU's edu device: 28 bits -> limit 0x0fffffff); ranges are
 // clipped to it.
 class IovaAllocator {
  public:
   // Ranges are normalized by the constructor's factory; use create().
-  static std::expected<IovaAllocator, std::string> create(std::vector<IovaRange> ranges,
-                                                         std::uint64_t limit = UINT64_MAX);
-  // size must be a nonzero power of two; the result is aligned to size. Errors (as text): size zero or not a
-  // power of two, and "no room" naming the size when nothing fits.
-  std::expected<std::uint64_t, std::string> allocate(std::uint64_t size);
+  static Result<IovaAllocator> create(std::vector<IovaRange> ranges, std::uint64_t limit = UINT64_MAX);
+  // size must be a nonzero power of two; the result is aligned to size. Errors: EINVAL for a size that is
+  // zero or not a power of two, ENOSPC naming the size when nothing fits.
+  Result<std::uint64_t> allocate(std::uint64_t size);
+  // Takes back the block allocate() handed out last in its range (a caller whose map of it failed), so
+  // the next allocate() can hand it out again. False, and nothing changes, for any other block.
+  bool give_back(std::uint64_t start, std::uint64_t size);
   void reset();
   const std::vector<IovaRange>& ranges() const;  // after normalization and clipping
 

@@ -37,10 +37,15 @@ Result<Backing> backing_from_name(std::string_view name);
 // size is not configured).
 std::size_t free_hugepages(std::size_t page_size);
 
+// Whether allocate() touches every page before it returns. Faulted, a DMA
+// map only pins; left alone, the map faults the pages in itself (and a
+// short HugeTLB pool shows up there, or as SIGBUS on first touch).
+enum class Prefault { yes, no };
+
 class DmaBuffer {
  public:
   // size is rounded up to the backing's page size.
-  static Result<DmaBuffer> allocate(Backing backing, std::size_t size);
+  static Result<DmaBuffer> allocate(Backing backing, std::size_t size, Prefault prefault = Prefault::yes);
 
   void* data() const { return mapping_.get(); }
   std::byte* bytes() const { return mapping_.bytes(); }

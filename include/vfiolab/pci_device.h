@@ -82,45 +82,51 @@ class PciDevice {
   const Bar& bar(std::uint32_t index) const { return bars_.at(index); }
   static constexpr std::uint32_t kBarCount = VFIO_PCI_ROM_REGION_INDEX;
 
-  // Config space.
-  Result<void> try_config_read(std::uint32_t offset, void* data, std::size_t size) const;
-  Result<void> try_config_write(std::uint32_t offset, const void* data, std::size_t size);
+  // Config space, through the VFIO config region (vfio-pci virtualises
+  // parts of it).
+  Result<void> config_read(std::uint32_t offset, void* data, std::size_t size) const;
+  Result<void> config_write(std::uint32_t offset, const void* data, std::size_t size);
   template <typename T>
-  T config_read(std::uint32_t offset) const {
+  Result<T> config_read(std::uint32_t offset) const {
     static_assert(sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4);
     T value{};
-    check(try_config_read(offset, &value, sizeof(T)));
+    if (auto read = config_read(offset, &value, sizeof(T)); !read) return std::unexpected(read.error());
     return value;
   }
   template <typename T>
-  void config_write(std::uint32_t offset, T value) {
+  Result<void> config_write(std::uint32_t offset, T value) {
     static_assert(sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4);
-    check(try_config_write(offset, &value, sizeof(T)));
+    return config_write(offset, &value, sizeof(T));
   }
-  std::uint16_t vendor_id() const { return config_read<std::uint16_t>(0x00); }
-  std::uint16_t device_id() const { return config_read<std::uint16_t>(0x02); }
-  std::uint16_t command() const { return config_read<std::uint16_t>(0x04); }
-  void set_command_bits(std::uint16_t bits);
-  void clear_command_bits(std::uint16_t bits);
-  void set_bus_master(bool enable);
+  // A region's bytes through the device fd (pread/pwrite at the region's
+  // offset): reaches every part of a BAR, mmap-able or not.
+  Result<void> region_read(std::uint32_t index, std::uint64_t offset, void* data, std::size_t size) const;
+  Result<void> region_write(std::uint32_t index, std::uint64_t offset, const void* data, std::size_t size);
+
+  // The IDs, read once when the device was opened.
+  std::uint16_t vendor_id() const { return vendor_id_; }
+  std::uint16_t device_id() const { return device_id_; }
+  std::uint32_t class_code() const { return class_code_; }  // base class, subclass, programming interface
+  Result<std::uint16_t> command() const;
+  // Sets then clears bits of the command register (read, modify, write).
+  Result<void> update_command(std::uint16_t set, std::uint16_t clear);
+  Result<void> set_bus_master(bool enable);
   // The whole config space as VFIO exposes it (256 or 4096 bytes).
-  std::vector<std::byte> config_space() const;
-  std::vector<PciCapability> capabilities() const;
-  std::vector<PciCapability> ext_capabilities() const;
-  std::optional<std::uint16_t> find_capability(std::uint8_t id) const;
-  std::optional<std::uint16_t> find_ext_capability(std::uint16_t id) const;
+  Result<std::vector<std::byte>> config_space() const;
+  Result<std::vector<PciCapability>> capabilities() const;
+  Result<std::vector<PciCapability>> ext_capabilities() const;
+  // The capability's offset; nullopt when the device has none.
+  Result<std::optional<std::uint16_t>> find_capability(std::uint8_t id) const;
+  Result<std::optional<std::uint16_t>> find_ext_capability(std::uint16_t id) const;
 
   // Interrupts: `count` vectors, each with its own eventfd.
   Result<IrqInfo> irq_info(IrqIndex index) const;
-  Result<void> try_enable_irqs(IrqIndex index, std::uint32_t count);
-  Result<void> try_disable_irqs(IrqIndex index);
+  Result<void> enable_irqs(IrqIndex index, std::uint32_t count);
+  Result<void> disable_irqs(IrqIndex index);
   // Fires vector's eventfd through VFIO (a software trigger, no device).
-  Result<void> try_trigger_irq(IrqIndex index, std::uint32_t vector);
-  Result<void> try_mask_intx();
-  Result<void> try_unmask_intx();
-  void enable_irqs(IrqIndex index, std::uint32_t count) { check(try_enable_irqs(index, count)); }
-  void disable_irqs(IrqIndex index) { check(try_disable_irqs(index)); }
-  void trigger_irq(IrqIndex index, std::uint32_t vector) { check(try_trigger_irq(index, vector)); }
+  Result<void> trigger_irq(IrqIndex index, std::uint32_t vector);
+  Result<void> mask_intx();
+  Result<void> unmask_intx();
   EventFd& irq_eventfd(std::uint32_t vector) { return irq_eventfds_.at(vector); }
   std::optional<IrqIndex> enabled_irq_index() const { return enabled_irq_; }
   std::uint32_t enabled_irq_count() const { return static_cast<std::uint32_t>(irq_eventfds_.size()); }
@@ -129,27 +135,31 @@ class PciDevice {
   bool has_reset() const { return info_.flags & VFIO_DEVICE_FLAGS_RESET; }
   // VFIO_DEVICE_RESET, then the interrupts that were enabled are enabled
   // again with the same eventfds.
-  Result<void> try_reset();
-  void reset() { check(try_reset()); }
+  Result<void> reset();
   // Devices affected by a bus reset of this one; unsupported when the
   // device has no bus reset.
   Result<std::vector<HotResetDevice>> hot_reset_info() const;
 
   // Native iommufd mode: detach from the IOAS and attach again.
-  Result<void> try_detach_ioas();
-  Result<void> try_attach_ioas(std::uint32_t pt_id);
+  Result<void> detach_ioas();
+  Result<void> attach_ioas(std::uint32_t pt_id);
 
  private:
   Result<void> open_through_group();
   Result<void> open_through_cdev();
   Result<void> read_info_and_map_bars();
   Result<void> set_irq_eventfds(IrqIndex index, const std::vector<int>& fds);
-  Error device_error(std::string operation, std::string detail = {}) const;
+  Result<void> intx_action(std::uint32_t action, std::string_view what);
+  // An error about this device, with the errno the caller saved.
+  Error error_here(int errnum, std::string operation, std::string detail = {}) const;
 
   Bdf bdf_;
   std::shared_ptr<Iommu> iommu_;
   UniqueFd device_;
   vfio_device_info info_{};
+  std::uint16_t vendor_id_ = 0;
+  std::uint16_t device_id_ = 0;
+  std::uint32_t class_code_ = 0;
   std::uint32_t devid_ = 0;
   RegionInfo config_region_;
   std::array<Bar, kBarCount> bars_{};

@@ -21,6 +21,8 @@ class RegionTable {
   // Replaces any region that starts at the same host address.
   void insert(const DmaRegion& region) { regions_[key(region.vaddr)] = region; }
   void erase(const void* vaddr) { regions_.erase(key(vaddr)); }
+  // Drops every region whose IOVAs lie wholly inside [iova, iova + size).
+  void erase_within(std::uint64_t iova, std::uint64_t size);
   void clear() { regions_.clear(); }
   std::size_t size() const { return regions_.size(); }
   const std::map<std::uintptr_t, DmaRegion>& entries() const { return regions_; }

@@ -3,9 +3,10 @@
 // host unit tests can point it at a fake tree of files.
 #pragma once
 
+#include "vfiolab/error.h"
+
 #include <compare>
 #include <cstdint>
-#include <expected>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -25,8 +26,8 @@ struct Bdf {
 };
 
 // Accepts "SSSS:BB:DD.F" and the short "BB:DD.F" (segment 0), hex digits in
-// either case. The error names what is wrong with the text.
-std::expected<Bdf, std::string> parse_bdf(std::string_view text);
+// either case. The error (errnum 0) names what is wrong with the text.
+Result<Bdf> parse_bdf(std::string_view text);
 
 // One line of a device's sysfs `resource` file: a BAR (lines 0-5), the
 // expansion ROM (6), then bridge windows or SR-IOV BARs. start == end == 0
@@ -42,7 +43,7 @@ struct PciResource {
 
 // Parses the `resource` file: lines of three hex numbers (0x-prefixed).
 // The error names the line and what is wrong with it.
-std::expected<std::vector<PciResource>, std::string> parse_pci_resources(std::string_view text);
+Result<std::vector<PciResource>> parse_pci_resources(std::string_view text);
 
 class Sysfs {
  public:
@@ -66,8 +67,8 @@ class Sysfs {
   // What the PCI core says about the device's BARs and its config space:
   // the `resource` file, and the `config` file's bytes (as many as the
   // kernel lets this user read: all of them for root).
-  std::expected<std::vector<PciResource>, std::string> resources(const Bdf& bdf) const;
-  std::expected<std::vector<std::byte>, std::string> config(const Bdf& bdf) const;
+  Result<std::vector<PciResource>> resources(const Bdf& bdf) const;
+  Result<std::vector<std::byte>> config(const Bdf& bdf) const;
 
  private:
   std::optional<std::string> read_line(const std::filesystem::path& file) const;

@@ -9,6 +9,11 @@
 namespace vfiolab::lab {
 namespace {
 
+// A malformed expectations line: no syscall failed, so no errno.
+std::unexpected<Error> bad(std::string what) {
+  return std::unexpected(make_error(0, "parse expectations", std::move(what)));
+}
+
 using text::next_word;
 using text::trim;
 
@@ -48,7 +53,7 @@ std::vector<Leaf> leaves(const ktap::Document& document) {
   return out;
 }
 
-std::expected<std::vector<Expectation>, std::string> parse_expectations(std::string_view text) {
+Result<std::vector<Expectation>> parse_expectations(std::string_view text) {
   std::vector<Expectation> entries;
   std::map<std::string, int, std::less<>> lines;
   int number = 0;
@@ -68,17 +73,17 @@ std::expected<std::vector<Expectation>, std::string> parse_expectations(std::str
     } else if (kind == "skip") {
       entry.kind = Expectation::Kind::skip;
     } else {
-      return std::unexpected(fmt::format("line {}: '{}' is not fail, flaky or skip", number, kind));
+      return bad(fmt::format("line {}: '{}' is not fail, flaky or skip", number, kind));
     }
     entry.id = std::string(next_word(line));
     entry.text = std::string(trim(line));
-    if (entry.id.empty()) return std::unexpected(fmt::format("line {}: '{}' names no test", number, kind));
+    if (entry.id.empty()) return bad(fmt::format("line {}: '{}' names no test", number, kind));
     if (entry.text.empty()) {
-      return std::unexpected(fmt::format("line {}: {} {} has no {}", number, kind, entry.id,
+      return bad(fmt::format("line {}: {} {} has no {}", number, kind, entry.id,
                                          entry.kind == Expectation::Kind::skip ? "reason" : "evidence"));
     }
     if (auto [it, added] = lines.emplace(entry.id, number); !added) {
-      return std::unexpected(fmt::format("line {}: {} is already listed on line {}", number, entry.id, it->second));
+      return bad(fmt::format("line {}: {} is already listed on line {}", number, entry.id, it->second));
     }
     entries.push_back(std::move(entry));
   }

@@ -18,9 +18,9 @@
 // reason.
 #pragma once
 
+#include "vfiolab/error.h"
 #include "vfiolab/ktap.h"
 
-#include <expected>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,7 +47,7 @@ struct Expectation {
 };
 
 // The error names the line and what is wrong with it.
-std::expected<std::vector<Expectation>, std::string> parse_expectations(std::string_view text);
+Result<std::vector<Expectation>> parse_expectations(std::string_view text);
 
 struct Verdict {
   int passed = 0;

@@ -206,7 +206,7 @@ int expect(const std::string& ktap_path, const std::string& log_path, const std:
   }
   auto expected = lab::parse_expectations(*text);
   if (!expected) {
-    fmt::print(stderr, "vfiolab-lab-report: {}: {}\n", expect_path, expected.error());
+    fmt::print(stderr, "vfiolab-lab-report: {}: {}\n", expect_path, expected.error().message());
     return 2;
   }
   const lab::Verdict verdict = lab::check(run, *expected);

@@ -410,7 +410,7 @@ int main(int argc, char** argv) {
   text << in.rdbuf();
   auto plan = lab::parse_plan(text.str());
   if (!plan) {
-    fmt::print(stderr, "vfiolab-plan-runner: {}\n", plan.error());
+    fmt::print(stderr, "vfiolab-plan-runner: {}\n", plan.error().message());
     return 1;
   }
   // Serial ports in the guest; plain files when tried on a host.

@@ -11,6 +11,9 @@
 namespace vfiolab::lab {
 namespace {
 
+// A plan line that cannot be run: no syscall failed, so no errno.
+std::unexpected<Error> bad(std::string what) { return std::unexpected(make_error(0, "parse plan", std::move(what))); }
+
 using text::next_word;
 using text::trim;
 
@@ -36,7 +39,7 @@ std::optional<std::string> literal_bdf_at(std::string_view text, std::size_t at)
 
 }  // namespace
 
-std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view text) {
+Result<std::vector<PlanEntry>> parse_plan(std::string_view text) {
   std::vector<PlanEntry> entries;
   int number = 0;
   while (!text.empty()) {
@@ -63,7 +66,7 @@ std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view t
         bool valid = !word.empty();
         for (std::size_t i = 0; i < word.size() && valid; ++i) valid = is_name_char(word[i], i == 0);
         if (!valid) {
-          return std::unexpected(fmt::format("plan line {}: '+{}{}' does not name a variable", number, kNeeds, word));
+          return bad(fmt::format("plan line {}: '+{}{}' does not name a variable", number, kNeeds, word));
         }
         entry.needs.emplace_back(word);
       } else {
@@ -71,10 +74,10 @@ std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view t
       }
     }
     rest = trim(rest);
-    if (rest.empty()) return std::unexpected(fmt::format("plan line {}: '{}' has no command", number, entry.name));
+    if (rest.empty()) return bad(fmt::format("plan line {}: '{}' has no command", number, entry.name));
     entry.command = std::string(rest);
     if (std::any_of(entries.begin(), entries.end(), [&](const PlanEntry& e) { return e.name == entry.name; })) {
-      return std::unexpected(fmt::format("plan line {}: the name '{}' is used twice", number, entry.name));
+      return bad(fmt::format("plan line {}: the name '{}' is used twice", number, entry.name));
     }
     entries.push_back(std::move(entry));
   }

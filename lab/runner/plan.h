@@ -20,8 +20,9 @@
 // fewer than `jobs` entries run.
 #pragma once
 
+#include "vfiolab/error.h"
+
 #include <cstddef>
-#include <expected>
 #include <functional>
 #include <optional>
 #include <set>
@@ -41,7 +42,7 @@ struct PlanEntry {
 
 // Lines that are empty or start with '#' are ignored. The error names the
 // line that is wrong (no command, a name used twice).
-std::expected<std::vector<PlanEntry>, std::string> parse_plan(std::string_view text);
+Result<std::vector<PlanEntry>> parse_plan(std::string_view text);
 
 // The BDFs a command names: literal ones, and the values of the variables it
 // expands ($NAME or ${NAME...}) that are BDFs. `lookup` gives a variable's

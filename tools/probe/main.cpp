@@ -21,22 +21,28 @@
 
 #include <array>
 #include <chrono>
-#include <optional>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
+
+// Ends the step with the error of `expr` (a Result) when it has one: the
+// probe's "propagate", so a step reads as the calls it makes. Takes a named
+// Result (then read its value) or a call whose value is not needed.
+#define PROBE_TRY(expr)                                                                     \
+  do {                                                                                      \
+    auto&& probe_result_ = (expr);                                                          \
+    if (!probe_result_) return std::unexpected(probe_result_.error());                      \
+  } while (0)
 
 namespace {
 
 using namespace vfiolab;
 using namespace std::chrono_literals;
-
-constexpr int kExitPass = 0;
-constexpr int kExitFail = 1;
-constexpr int kExitSkip = 4;
 
 struct Outcome {
   ktap::Directive directive = ktap::Directive::none;  // skip, or none
@@ -44,9 +50,17 @@ struct Outcome {
   std::vector<std::string> notes;
 };
 
-// A test step: throws VfioError or returns notes; an unsupported error is a
-// SKIP with its message. Each result is printed as soon as its step ends, so
-// a long probe shows its progress live; the plan is counted up front.
+// A step's body: notes on success, or an error.
+using StepBody = std::function<Result<void>(Outcome&)>;
+
+// A condition of a step that does not hold. The text goes in as the whole
+// message (no operation prefix), so it prints as it always has.
+std::unexpected<Error> failure(std::string what) { return std::unexpected(make_error(0, std::move(what))); }
+
+// Runs the steps: an unsupported error is a SKIP with its message (this
+// machine cannot do it), any other error a failure. Each result is printed
+// as soon as its step ends, so a long probe shows its progress live; the
+// plan is counted up front.
 class Run {
  public:
   explicit Run(int planned) {
@@ -54,21 +68,15 @@ class Run {
     out_.plan(planned);
   }
 
-  void step(const std::string& name, const std::function<void(Outcome&)>& body) {
+  void step(const std::string& name, const StepBody& body) {
     Outcome outcome;
-    try {
-      body(outcome);
-    } catch (const VfioError& e) {
-      if (e.error().unsupported) {
+    if (auto done = body(outcome); !done) {
+      if (done.error().unsupported) {
         outcome.directive = ktap::Directive::skip;
-        outcome.notes.push_back(e.what());
       } else {
         outcome.ok = false;
-        outcome.notes.push_back(e.what());
       }
-    } catch (const std::exception& e) {
-      outcome.ok = false;
-      outcome.notes.push_back(e.what());
+      outcome.notes.push_back(done.error().message());
     }
     record(name, outcome);
   }
@@ -82,31 +90,21 @@ class Run {
     record(name, outcome);
   }
 
-  int finish() {
-    fmt::print("# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", passed_, failed_, skipped_);
-    if (failed_) return kExitFail;
-    return passed_ == 0 && skipped_ > 0 ? kExitSkip : kExitPass;
-  }
+  // The totals line; returns the exit code.
+  int finish() { return out_.finish(); }
 
  private:
   void record(const std::string& name, const Outcome& outcome) {
     for (const auto& note : outcome.notes) out_.diagnostic(note);
     if (outcome.directive == ktap::Directive::skip) {
       out_.skip(name, outcome.notes.empty() ? "" : outcome.notes.back());
-      ++skipped_;
     } else {
       out_.result(outcome.ok, name);
-      outcome.ok ? ++passed_ : ++failed_;
     }
   }
 
-  ktap::Writer out_;
-  int passed_ = 0, failed_ = 0, skipped_ = 0;
+  ktap::Writer out_;  // counts the results for finish()
 };
-
-void fail_unless(bool condition, const std::string& what) {
-  if (!condition) throw std::runtime_error(what);
-}
 
 std::size_t probe_size(const BackingInfo& backing) { return backing.hugetlb ? backing.page_size : 64 * 1024; }
 
@@ -117,7 +115,9 @@ std::size_t probe_size(const BackingInfo& backing) { return backing.hugetlb ? ba
 // that page size are let go and the allocation tried again.
 class Buffers {
  public:
-  DmaBuffer& get(const BackingInfo& backing) {
+  // A failed allocation is kept too: every mode and device gets its error
+  // (an empty pool's SKIP) without asking the kernel again.
+  Result<DmaBuffer*> get(const BackingInfo& backing) {
     auto it = buffers_.find(backing.backing);
     if (it == buffers_.end()) {
       auto buffer = DmaBuffer::allocate(backing.backing, probe_size(backing));
@@ -126,8 +126,8 @@ class Buffers {
       }
       it = buffers_.emplace(backing.backing, std::move(buffer)).first;
     }
-    if (!it->second) throw VfioError(it->second.error());
-    return *it->second;
+    if (!it->second) return std::unexpected(it->second.error());
+    return &*it->second;
   }
 
  private:
@@ -145,22 +145,27 @@ class Buffers {
 // reopen would cost a device reset each time, 100 ms of FLR on nvme).
 void map_each_backing(Run& run, Buffers& buffers, const std::string& prefix, Iommu& iommu) {
   for (const BackingInfo& backing : all_backings()) {
-    run.step(fmt::format("{}.map_{}", prefix, backing.name), [&](Outcome& outcome) {
-      DmaBuffer& buffer = buffers.get(backing);
-      IovaAllocator allocator = iommu.iova_allocator();
-      std::uint64_t iova = [&] {
-        auto got = allocator.allocate(buffer.size());
-        if (!got) throw std::runtime_error(got.error());
-        return *got;
-      }();
-      DmaRegion region{buffer.data(), iova, buffer.size()};
-      iommu.map(region);
-      std::uint64_t looked_up = check(iommu.to_iova(buffer.bytes() + buffer.size() / 2));
-      fail_unless(looked_up == iova + buffer.size() / 2, fmt::format("to_iova gave {:#x}", looked_up));
-      std::uint64_t unmapped = iommu.unmap(region);
-      fail_unless(unmapped == buffer.size(), fmt::format("unmap reported {:#x} bytes, mapped {:#x}", unmapped, buffer.size()));
-      fail_unless(!iommu.to_iova(buffer.data()), "the region is still tracked after unmap");
-      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), iova));
+    run.step(fmt::format("{}.map_{}", prefix, backing.name), [&](Outcome& outcome) -> Result<void> {
+      auto got = buffers.get(backing);
+      PROBE_TRY(got);
+      const DmaBuffer& buffer = **got;
+      auto allocator = iommu.iova_allocator();
+      PROBE_TRY(allocator);
+      auto iova = allocator->allocate(buffer.size());
+      PROBE_TRY(iova);
+      DmaRegion region{buffer.data(), *iova, buffer.size()};
+      PROBE_TRY(iommu.map(region));
+      auto looked_up = iommu.to_iova(buffer.bytes() + buffer.size() / 2);
+      PROBE_TRY(looked_up);
+      if (*looked_up != *iova + buffer.size() / 2) return failure(fmt::format("to_iova gave {:#x}", *looked_up));
+      auto unmapped = iommu.unmap(region);
+      PROBE_TRY(unmapped);
+      if (*unmapped != buffer.size()) {
+        return failure(fmt::format("unmap reported {:#x} bytes, mapped {:#x}", *unmapped, buffer.size()));
+      }
+      if (iommu.to_iova(buffer.data())) return failure("the region is still tracked after unmap");
+      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), *iova));
+      return {};
     });
   }
 }
@@ -176,17 +181,25 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   std::shared_ptr<Iommu> iommu;
   std::unique_ptr<PciDevice> device;
   bool opened = false;
-  run.step(prefix + ".open", [&](Outcome& outcome) {
-    iommu = check(Iommu::open(mode));
-    device = check(PciDevice::open(bdf_text, iommu));
+  run.step(prefix + ".open", [&](Outcome& outcome) -> Result<void> {
+    auto opened_iommu = Iommu::open(mode);
+    PROBE_TRY(opened_iommu);
+    iommu = *opened_iommu;
+    auto opened_device = PciDevice::open(bdf_text, iommu);
+    PROBE_TRY(opened_device);
+    device = std::move(*opened_device);
     Sysfs sysfs;
-    fail_unless(device->vendor_id() == sysfs.vendor(device->bdf()), "vendor ID differs from sysfs");
-    fail_unless(device->device_id() == sysfs.device_id(device->bdf()), "device ID differs from sysfs");
-    std::string ranges;
-    for (const auto& range : iommu->iova_ranges()) ranges += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
-    outcome.notes.push_back(fmt::format("{:04x}:{:04x}, {} regions, {} irq indexes, IOVA ranges{}", device->vendor_id(),
-                                        device->device_id(), device->info().num_regions, device->info().num_irqs, ranges));
+    if (device->vendor_id() != sysfs.vendor(device->bdf())) return failure("vendor ID differs from sysfs");
+    if (device->device_id() != sysfs.device_id(device->bdf())) return failure("device ID differs from sysfs");
+    auto ranges = iommu->iova_ranges();
+    PROBE_TRY(ranges);
+    std::string range_text;
+    for (const auto& range : *ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
+    outcome.notes.push_back(fmt::format("{:04x}:{:04x}, {} regions, {} irq indexes, IOVA ranges{}",
+                                        device->vendor_id(), device->device_id(), device->info().num_regions,
+                                        device->info().num_irqs, range_text));
     opened = true;
+    return {};
   });
   if (!opened) {
     for (const char* step : kStepsAfterOpen) run.skip(fmt::format("{}.{}", prefix, step), "the device did not open");
@@ -196,113 +209,142 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
     return;
   }
 
-  run.step(prefix + ".bar0_mmap", [&](Outcome& outcome) {
+  run.step(prefix + ".bar0_mmap", [&](Outcome& outcome) -> Result<void> {
     const Bar& bar = device->bar(0);
     if (!bar.address()) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("BAR0 is not mmap-able");
-      return;
+      return {};
     }
     auto word = *static_cast<volatile std::uint32_t*>(bar.address());
     outcome.notes.push_back(fmt::format("BAR0 {:#x} bytes mapped at {}, first dword {:#010x}", bar.info.size,
                                         bar.address(), static_cast<std::uint32_t>(word)));
+    return {};
   });
 
   IrqIndex index = IrqIndex::msix;
   std::uint32_t vectors = 0;
-  run.step(prefix + ".irqs", [&](Outcome& outcome) {
-    IrqInfo msix = check(device->irq_info(IrqIndex::msix));
-    IrqInfo msi = check(device->irq_info(IrqIndex::msi));
-    index = msix.count > 0 ? IrqIndex::msix : IrqIndex::msi;
-    vectors = msix.count > 0 ? msix.count : msi.count;
+  run.step(prefix + ".irqs", [&](Outcome& outcome) -> Result<void> {
+    auto msix = device->irq_info(IrqIndex::msix);
+    PROBE_TRY(msix);
+    auto msi = device->irq_info(IrqIndex::msi);
+    PROBE_TRY(msi);
+    index = msix->count > 0 ? IrqIndex::msix : IrqIndex::msi;
+    vectors = msix->count > 0 ? msix->count : msi->count;
     if (vectors == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has neither MSI nor MSI-X");
-      return;
+      return {};
     }
-    device->enable_irqs(index, vectors);
+    PROBE_TRY(device->enable_irqs(index, vectors));
     for (std::uint32_t v = 0; v < vectors; ++v) {
-      auto before = check(device->irq_eventfd(v).read());
-      fail_unless(!before, fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
-      device->trigger_irq(index, v);
-      auto after = check(device->irq_eventfd(v).wait(1s));
-      fail_unless(after == 1u, fmt::format("{} vector {} eventfd read {} after one trigger", irq_index_name(index), v,
-                                           after ? std::to_string(*after) : "nothing"));
+      auto before = device->irq_eventfd(v).read();
+      PROBE_TRY(before);
+      if (*before) return failure(fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
+      PROBE_TRY(device->trigger_irq(index, v));
+      auto after = device->irq_eventfd(v).wait(1s);
+      PROBE_TRY(after);
+      if (*after != 1u) {
+        return failure(fmt::format("{} vector {} eventfd read {} after one trigger", irq_index_name(index), v,
+                                   *after ? std::to_string(**after) : "nothing"));
+      }
     }
-    outcome.notes.push_back(fmt::format("{} {} vectors enabled, each triggered once and read 1", irq_index_name(index), vectors));
+    outcome.notes.push_back(
+        fmt::format("{} {} vectors enabled, each triggered once and read 1", irq_index_name(index), vectors));
+    return {};
   });
 
-  run.step(prefix + ".intx", [&](Outcome& outcome) {
-    IrqInfo intx = check(device->irq_info(IrqIndex::intx));
-    if (intx.count == 0) {
+  run.step(prefix + ".intx", [&](Outcome& outcome) -> Result<void> {
+    auto intx = device->irq_info(IrqIndex::intx);
+    PROBE_TRY(intx);
+    if (intx->count == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has no INTx pin");
-      return;
+      return {};
     }
-    device->disable_irqs(index);
-    device->enable_irqs(IrqIndex::intx, 1);
-    fail_unless(!check(device->irq_eventfd(0).read()), "INTx fired before its trigger");
-    device->trigger_irq(IrqIndex::intx, 0);
-    fail_unless(check(device->irq_eventfd(0).wait(1s)) == 1u, "INTx eventfd did not read 1 after a trigger");
-    check(device->try_mask_intx());
-    check(device->try_unmask_intx());
-    device->disable_irqs(IrqIndex::intx);
+    PROBE_TRY(device->disable_irqs(index));
+    PROBE_TRY(device->enable_irqs(IrqIndex::intx, 1));
+    auto before = device->irq_eventfd(0).read();
+    PROBE_TRY(before);
+    if (*before) return failure("INTx fired before its trigger");
+    PROBE_TRY(device->trigger_irq(IrqIndex::intx, 0));
+    auto after = device->irq_eventfd(0).wait(1s);
+    PROBE_TRY(after);
+    if (*after != 1u) return failure("INTx eventfd did not read 1 after a trigger");
+    PROBE_TRY(device->mask_intx());
+    PROBE_TRY(device->unmask_intx());
+    PROBE_TRY(device->disable_irqs(IrqIndex::intx));
     // Back to MSI/MSI-X for the reset step.
-    if (vectors > 0) device->enable_irqs(index, vectors);
+    if (vectors > 0) PROBE_TRY(device->enable_irqs(index, vectors));
     outcome.notes.push_back("INTx enabled, triggered and read 1, masked, unmasked, disabled");
+    return {};
   });
 
-  run.step(prefix + ".reset", [&](Outcome& outcome) {
+  run.step(prefix + ".reset", [&](Outcome& outcome) -> Result<void> {
     if (!device->has_reset()) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has no reset (VFIO_DEVICE_FLAGS_RESET clear)");
-      return;
+      return {};
     }
-    device->reset();
+    PROBE_TRY(device->reset());
     if (device->enabled_irq_index()) {
-      device->trigger_irq(index, 0);
-      auto fired = check(device->irq_eventfd(0).wait(1s));
-      fail_unless(fired == 1u, "vector 0 does not fire after reset");
+      PROBE_TRY(device->trigger_irq(index, 0));
+      auto fired = device->irq_eventfd(0).wait(1s);
+      PROBE_TRY(fired);
+      if (*fired != 1u) return failure("vector 0 does not fire after reset");
       outcome.notes.push_back(fmt::format("reset; {} vector 0 fires after it", irq_index_name(index)));
     } else {
       outcome.notes.push_back("reset");
     }
+    return {};
   });
 
-  run.step(prefix + ".hot_reset_info", [&](Outcome& outcome) {
+  run.step(prefix + ".hot_reset_info", [&](Outcome& outcome) -> Result<void> {
     auto devices = device->hot_reset_info();
-    if (!devices) throw VfioError(devices.error());
+    PROBE_TRY(devices);  // unsupported (a SKIP) when the device has no bus reset
     std::string list;
     for (const auto& d : *devices) list += " " + d.bdf.str();
     outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices->size(), list));
+    return {};
   });
 
   map_each_backing(run, buffers, prefix, *iommu);
 }
 
 void probe_sharing(Run& run, IommuMode mode, const std::string& a, const std::string& b) {
-  run.step(fmt::format("{}.share.{}+{}", iommu_mode_info(mode).name, a, b), [&](Outcome& outcome) {
-    auto iommu = check(Iommu::open(mode));
-    auto first = check(PciDevice::open(a, iommu));
-    auto second = check(PciDevice::open(b, iommu));
-    DmaBuffer buffer = check(DmaBuffer::allocate(Backing::anonymous, 64 * 1024));
-    IovaAllocator allocator = iommu->iova_allocator();
-    auto iova = allocator.allocate(buffer.size());
-    fail_unless(iova.has_value(), "no IOVA for the shared buffer");
-    DmaRegion region{buffer.data(), *iova, buffer.size()};
-    iommu->map(region);
-    fail_unless(&first->iommu() == &second->iommu(), "the devices do not share the Iommu");
-    fail_unless(iommu->unmap(region) == buffer.size(), "unmap size differs");
-    outcome.notes.push_back(fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer.size(), *iova, a, b));
+  run.step(fmt::format("{}.share.{}+{}", iommu_mode_info(mode).name, a, b), [&](Outcome& outcome) -> Result<void> {
+    auto iommu = Iommu::open(mode);
+    PROBE_TRY(iommu);
+    auto first = PciDevice::open(a, *iommu);
+    PROBE_TRY(first);
+    auto second = PciDevice::open(b, *iommu);
+    PROBE_TRY(second);
+    auto buffer = DmaBuffer::allocate(Backing::anonymous, 64 * 1024);
+    PROBE_TRY(buffer);
+    auto allocator = (*iommu)->iova_allocator();
+    PROBE_TRY(allocator);
+    auto iova = allocator->allocate(buffer->size());
+    if (!iova) return failure("no IOVA for the shared buffer");
+    DmaRegion region{buffer->data(), *iova, buffer->size()};
+    PROBE_TRY((*iommu)->map(region));
+    if (&(*first)->iommu() != &(*second)->iommu()) return failure("the devices do not share the Iommu");
+    auto unmapped = (*iommu)->unmap(region);
+    PROBE_TRY(unmapped);
+    if (*unmapped != buffer->size()) return failure("unmap size differs");
+    outcome.notes.push_back(
+        fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer->size(), *iova, a, b));
+    return {};
   });
 }
 
 // A device in sysfs that is not on vfio-pci, for the open-error check.
+// Iterates with an error_code throughout: an unreadable sysfs means "none".
 std::optional<std::string> device_not_on_vfio_pci() {
   Sysfs sysfs;
   std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator("/sys/bus/pci/devices", error)) {
-    auto bdf = parse_bdf(entry.path().filename().string());
+  for (std::filesystem::directory_iterator it("/sys/bus/pci/devices", error), end; !error && it != end;
+       it.increment(error)) {
+    auto bdf = parse_bdf(it->path().filename().string());
     if (bdf && sysfs.driver(*bdf) != "vfio-pci") return bdf->str();
   }
   return std::nullopt;
@@ -310,15 +352,18 @@ std::optional<std::string> device_not_on_vfio_pci() {
 
 void probe_open_errors(Run& run, const std::optional<std::string>& other) {
   auto expect_error = [&](const std::string& name, const std::string& bdf, const std::string& needle) {
-    run.step("open_error." + name, [&](Outcome& outcome) {
-      auto iommu = check(Iommu::open(kDefaultIommuMode));
-      auto device = PciDevice::open(bdf, iommu);
-      fail_unless(!device, fmt::format("opening '{}' succeeded", bdf));
+    run.step("open_error." + name, [&](Outcome& outcome) -> Result<void> {
+      auto iommu = Iommu::open(kDefaultIommuMode);
+      PROBE_TRY(iommu);
+      auto device = PciDevice::open(bdf, *iommu);
+      if (device) return failure(fmt::format("opening '{}' succeeded", bdf));
       std::string message = device.error().message();
-      fail_unless(message.find(needle) != std::string::npos,
-                  fmt::format("error for '{}' does not say '{}': {}", bdf, needle, message));
-      fail_unless(message.find('\n') == std::string::npos, "error is not one line");
+      if (message.find(needle) == std::string::npos) {
+        return failure(fmt::format("error for '{}' does not say '{}': {}", bdf, needle, message));
+      }
+      if (message.find('\n') != std::string::npos) return failure("error is not one line");
       outcome.notes.push_back(message);
+      return {};
     });
   };
   expect_error("malformed_bdf", "00:04", "bad BDF");
@@ -327,8 +372,9 @@ void probe_open_errors(Run& run, const std::optional<std::string>& other) {
 }
 
 int usage() {
-  fmt::print(stderr, "usage: vfiolab-probe [--mode NAME]... [--share BDF,BDF]... [--no-open-errors] BDF...   (or VFIO_SELFTESTS_BDF)\n");
-  return kExitSkip;
+  fmt::print(stderr, "usage: vfiolab-probe [--mode NAME]... [--share BDF,BDF]... [--no-open-errors] BDF...   "
+                     "(or VFIO_SELFTESTS_BDF)\n");
+  return ktap::kExitSkip;
 }
 
 }  // namespace
@@ -344,7 +390,7 @@ int main(int argc, char** argv) {
       auto mode = iommu_mode_from_name(argv[++i]);
       if (!mode) {
         fmt::print(stderr, "vfiolab-probe: {}\n", mode.error().message());
-        return kExitFail;
+        return ktap::kExitFail;
       }
       modes.push_back(*mode);
     } else if (arg == "--share" && i + 1 < argc) {
@@ -366,8 +412,8 @@ int main(int argc, char** argv) {
   if (devices.empty() && shares.empty()) return usage();
   for (const auto& bdf : devices) {
     if (auto parsed = parse_bdf(bdf); !parsed) {
-      fmt::print(stderr, "vfiolab-probe: {}\n", parsed.error());
-      return kExitFail;
+      fmt::print(stderr, "vfiolab-probe: {}\n", parsed.error().message());
+      return ktap::kExitFail;
     }
   }
   if (modes.empty()) {

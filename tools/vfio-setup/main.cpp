@@ -19,6 +19,7 @@
 #include "state.h"
 
 #include "vfiolab/sysfs.h"
+#include "vfiolab/text.h"
 #include "vfiolab/unique_fd.h"
 
 #include <fcntl.h>
@@ -68,12 +69,11 @@ fs::path state_dir() {
 fs::path state_file(const std::string& bdf) { return state_dir() / (bdf + ".state"); }
 fs::path hugepage_state_file() { return state_dir() / "hugepages.state"; }
 
+// A file's text; nullopt when it cannot be read (absent, for the state files).
 std::optional<std::string> read_text(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  auto text = text::read_file(path);
+  if (!text) return std::nullopt;
+  return std::move(*text);
 }
 
 std::string trimmed(std::string text) {
@@ -81,53 +81,57 @@ std::string trimmed(std::string text) {
   return text;
 }
 
-// Writes one value to a sysfs attribute; the error names the file and errno.
-bool write_sysfs(const fs::path& path, std::string_view value, std::string* error = nullptr) {
+// Writes one value to a sysfs attribute; the error names the value, the
+// file and the errno.
+Result<void> write_sysfs(const fs::path& path, std::string_view value) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  bool ok = fd && ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size());
-  int saved = errno;
-  if (!ok && error) *error = fmt::format("writing '{}' to {}: {}", trimmed(std::string(value)), path.string(), std::strerror(saved));
-  return ok;
+  if (fd && ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size())) return {};
+  const int err = errno;
+  return std::unexpected(make_error(err, fmt::format("writing '{}' to {}", trimmed(std::string(value)), path.string())));
 }
 
 // Atomic replace: a crash leaves the old file or the new one, never half.
-bool write_state(const fs::path& path, const std::string& content, std::string& error) {
+Result<void> write_state(const fs::path& path, const std::string& content) {
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
   fs::path temporary = path;
   temporary += ".tmp";
   UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd) {
-    error = fmt::format("cannot write {}: {}", temporary.string(), std::strerror(errno));
-    return false;
+    const int err = errno;
+    return std::unexpected(make_error(err, "cannot write " + temporary.string()));
   }
-  bool ok = ::write(fd.get(), content.data(), content.size()) == static_cast<ssize_t>(content.size()) &&
-            ::fsync(fd.get()) == 0;
-  int saved = errno;
+  if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size()) ||
+      ::fsync(fd.get()) != 0) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "cannot write " + temporary.string()));
+  }
   fd.reset();
-  if (!ok || ::rename(temporary.c_str(), path.c_str()) != 0) {
-    error = fmt::format("cannot write {}: {}", path.string(), std::strerror(ok ? errno : saved));
-    return false;
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    return std::unexpected(make_error(err, "cannot write " + path.string()));
   }
-  return true;
+  return {};
 }
 
 std::string driver_or_none(const std::optional<std::string>& driver) { return driver ? *driver : std::string("(none)"); }
 
-std::optional<DeviceState> load_state(const std::string& bdf, std::string& error) {
+// What was recorded for the device: nullopt when nothing was, an error when
+// the record cannot be trusted.
+Result<std::optional<DeviceState>> load_state(const std::string& bdf) {
   auto text = read_text(state_file(bdf));
   if (!text) return std::nullopt;
   auto state = parse_device_state(*text);
   if (!state) {
-    error = fmt::format("state file {} is corrupt ({}); not trusting it: check {} by hand, then remove the file",
-                        state_file(bdf).string(), state.error(), bdf);
-    return std::nullopt;
+    return std::unexpected(make_error(
+        0, fmt::format("state file {} is corrupt ({}); not trusting it: check {} by hand, then remove the file",
+                       state_file(bdf).string(), state.error().context, bdf)));
   }
   if (state->bdf != bdf) {
-    error = fmt::format("state file {} names {}, not {}; not trusting it", state_file(bdf).string(), state->bdf, bdf);
-    return std::nullopt;
+    return std::unexpected(make_error(
+        0, fmt::format("state file {} names {}, not {}; not trusting it", state_file(bdf).string(), state->bdf, bdf)));
   }
-  return *state;
+  return std::optional<DeviceState>(std::move(*state));
 }
 
 bool vfio_pci_available() {
@@ -153,7 +157,7 @@ bool preflight(const std::vector<std::string>& args, std::vector<Bdf>& devices) 
   for (const auto& arg : args) {
     auto bdf = parse_bdf(arg);
     if (!bdf) {
-      say(bdf.error());
+      say(bdf.error().message());
       ok = false;
     } else if (!sysfs.exists(*bdf)) {
       say(fmt::format("no PCI device {} ({} does not exist)", bdf->str(), sysfs.device_dir(*bdf).string()));
@@ -168,9 +172,8 @@ bool preflight(const std::vector<std::string>& args, std::vector<Bdf>& devices) 
     return false;
   }
   for (const auto& bdf : devices) {
-    std::string error;
-    if (!load_state(bdf.str(), error) && !error.empty()) {
-      say(error);
+    if (auto recorded = load_state(bdf.str()); !recorded) {
+      say(recorded.error().message());
       ok = false;
     }
     // Some IOMMU drivers (virtio-iommu) give a device its group only when a
@@ -207,8 +210,7 @@ bool bind_device(const Bdf& bdf, bool& newly_held) {
   auto driver = sysfs.driver(bdf);
   newly_held = false;
 
-  std::string error;
-  if (load_state(name, error)) {
+  if (auto recorded = load_state(name); recorded && *recorded) {
     if (driver == "vfio-pci") {
       say(fmt::format("{}: already held on vfio-pci", name));
       return true;
@@ -220,24 +222,24 @@ bool bind_device(const Bdf& bdf, bool& newly_held) {
   std::string override_text = trimmed(read_text(dir / "driver_override").value_or(""));
   state.driver_override = override_text == "(null)" ? "" : override_text;
   state.sriov_numvfs = sysfs.sriov_numvfs(bdf);
-  if (!write_state(state_file(name), serialize(state), error)) {
-    say(fmt::format("{}: {}; device left as it was", name, error));
+  if (auto written = write_state(state_file(name), serialize(state)); !written) {
+    say(fmt::format("{}: {}; device left as it was", name, written.error().message()));
     return false;
   }
   newly_held = true;
 
-  bool ok = true;
-  if (state.sriov_numvfs.value_or(0) > 0) ok = write_sysfs(dir / "sriov_numvfs", "0", &error);
-  if (ok && driver && *driver != "vfio-pci") ok = write_sysfs(dir / "driver" / "unbind", name, &error);
-  if (ok) ok = write_sysfs(dir / "driver_override", "vfio-pci", &error);
-  if (ok && sysfs.driver(bdf) != "vfio-pci") {
+  Result<void> done;
+  if (state.sriov_numvfs.value_or(0) > 0) done = write_sysfs(dir / "sriov_numvfs", "0");
+  if (done && driver && *driver != "vfio-pci") done = write_sysfs(dir / "driver" / "unbind", name);
+  if (done) done = write_sysfs(dir / "driver_override", "vfio-pci");
+  if (done && sysfs.driver(bdf) != "vfio-pci") {
     // drivers_probe reports an error when no driver takes the device; the
     // check below says what happened.
-    write_sysfs("/sys/bus/pci/drivers_probe", name);
+    (void)write_sysfs("/sys/bus/pci/drivers_probe", name);
   }
   auto now = sysfs.driver(bdf);
-  if (!ok || now != "vfio-pci") {
-    std::string why = ok ? "now on " + driver_or_none(now) : error;
+  if (!done || now != "vfio-pci") {
+    std::string why = done ? "now on " + driver_or_none(now) : done.error().message();
     if (!sysfs.iommu_group(bdf)) why += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
     say(fmt::format("{}: did not reach vfio-pci ({}); putting it back", name, why));
     restore_device(state);
@@ -253,7 +255,7 @@ bool restore_device(const DeviceState& state) {
   Sysfs sysfs;
   auto bdf = parse_bdf(state.bdf);
   if (!bdf) {
-    say(fmt::format("state for '{}': {}", state.bdf, bdf.error()));
+    say(fmt::format("state for '{}': {}", state.bdf, bdf.error().message()));
     return false;
   }
   const fs::path dir = sysfs.device_dir(*bdf);
@@ -264,28 +266,29 @@ bool restore_device(const DeviceState& state) {
     return true;
   }
   auto before = sysfs.driver(*bdf);
-  std::string error;
-  bool ok = true;
+  Result<void> done;
   const std::optional<std::string> wanted =
       state.driver.empty() ? std::nullopt : std::optional<std::string>(state.driver);
-  if (before && before != wanted) ok = write_sysfs(dir / "driver" / "unbind", state.bdf, &error);
+  if (before && before != wanted) done = write_sysfs(dir / "driver" / "unbind", state.bdf);
   // An empty write clears driver_override.
-  if (ok) ok = write_sysfs(dir / "driver_override", state.driver_override.empty() ? "\n" : state.driver_override, &error);
-  if (ok && wanted && sysfs.driver(*bdf) != wanted) {
+  if (done) done = write_sysfs(dir / "driver_override", state.driver_override.empty() ? "\n" : state.driver_override);
+  if (done && wanted && sysfs.driver(*bdf) != wanted) {
+    // A refused bind falls back to a probe; the check below judges both.
     if (!write_sysfs(fs::path("/sys/bus/pci/drivers") / *wanted / "bind", state.bdf)) {
-      write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
+      (void)write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
     }
   }
   auto after = sysfs.driver(*bdf);
-  if (ok && after != wanted) {
-    ok = false;
-    error = fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted));
+  if (done && after != wanted) {
+    done = std::unexpected(
+        make_error(0, fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted))));
   }
-  if (ok && state.sriov_numvfs.value_or(0) > 0) {
-    ok = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs), &error);
+  if (done && state.sriov_numvfs.value_or(0) > 0) {
+    done = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs));
   }
-  if (!ok) {
-    say(fmt::format("{}: restore failed: {}; state kept in {}", state.bdf, error, state_file(state.bdf).string()));
+  if (!done) {
+    say(fmt::format("{}: restore failed: {}; state kept in {}", state.bdf, done.error().message(),
+                    state_file(state.bdf).string()));
     return false;
   }
   std::error_code ec;
@@ -322,7 +325,7 @@ int command_restore(const std::vector<std::string>& args) {
   for (const auto& arg : args) {
     auto bdf = parse_bdf(arg);
     if (!bdf) {
-      say(bdf.error());
+      say(bdf.error().message());
       return kExitFailed;
     }
     names.push_back(bdf->str());
@@ -340,18 +343,17 @@ int command_restore(const std::vector<std::string>& args) {
   bool ok = true;
   int restored = 0;
   for (const auto& name : names) {
-    std::string error;
-    auto state = load_state(name, error);
-    if (!state) {
-      if (!error.empty()) {
-        say(error);
+    auto recorded = load_state(name);
+    if (!recorded || !*recorded) {
+      if (!recorded) {
+        say(recorded.error().message());
         ok = false;
       } else if (!args.empty()) {
         say(fmt::format("{}: nothing recorded; left as it is", name));
       }
       continue;
     }
-    if (restore_device(*state)) {
+    if (restore_device(**recorded)) {
       ++restored;
     } else {
       ok = false;
@@ -471,11 +473,10 @@ int command_list() {
   for (const auto& bdf : devices) {
     auto group = sysfs.iommu_group(bdf);
     std::string held;
-    std::string error;
-    if (auto state = load_state(bdf.str(), error)) {
-      held = fmt::format("held (was on {})", state->driver.empty() ? "no driver" : state->driver);
-    } else if (!error.empty()) {
+    if (auto recorded = load_state(bdf.str()); !recorded) {
       held = "CORRUPT STATE FILE";
+    } else if (const auto& state = *recorded) {
+      held = fmt::format("held (was on {})", state->driver.empty() ? "no driver" : state->driver);
     }
     fmt::print("{:<13} {:04x}:{:04x} {:<12} {:>5}  {}\n", bdf.str(), sysfs.vendor(bdf).value_or(0),
                sysfs.device_id(bdf).value_or(0), driver_or_none(sysfs.driver(bdf)),
@@ -529,7 +530,6 @@ int command_hugepages(const std::vector<std::string>& args) {
   }
   auto now_2m = read_count(nr_hugepages(2048));
   auto now_1g = read_count(nr_hugepages(1048576));
-  std::string error;
 
   if (release) {
     auto text = read_text(hugepage_state_file());
@@ -539,13 +539,14 @@ int command_hugepages(const std::vector<std::string>& args) {
     }
     auto state = parse_hugepage_state(*text);
     if (!state) {
-      say(fmt::format("{} is corrupt ({}); not trusting it", hugepage_state_file().string(), state.error()));
+      say(fmt::format("{} is corrupt ({}); not trusting it", hugepage_state_file().string(), state.error().context));
       return kExitFailed;
     }
-    bool ok = (!now_2m || write_sysfs(nr_hugepages(2048), std::to_string(state->pages_2m), &error)) &&
-              (!now_1g || write_sysfs(nr_hugepages(1048576), std::to_string(state->pages_1g), &error));
-    if (!ok) {
-      say(error);
+    Result<void> done;
+    if (now_2m) done = write_sysfs(nr_hugepages(2048), std::to_string(state->pages_2m));
+    if (done && now_1g) done = write_sysfs(nr_hugepages(1048576), std::to_string(state->pages_1g));
+    if (!done) {
+      say(done.error().message());
       return kExitFailed;
     }
     std::error_code ec;
@@ -562,19 +563,19 @@ int command_hugepages(const std::vector<std::string>& args) {
   // reserved counts look like the original ones.
   if (!fs::exists(hugepage_state_file())) {
     HugepageState previous{*now_2m, now_1g.value_or(0)};
-    if (!write_state(hugepage_state_file(), serialize(previous), error)) {
-      say(error);
+    if (auto written = write_state(hugepage_state_file(), serialize(previous)); !written) {
+      say(written.error().message());
       return kExitFailed;
     }
   }
-  bool ok = write_sysfs(nr_hugepages(2048), std::to_string(std::max(want_2m, *now_2m)), &error);
-  if (ok && now_1g && want_1g > *now_1g) ok = write_sysfs(nr_hugepages(1048576), std::to_string(want_1g), &error);
+  Result<void> done = write_sysfs(nr_hugepages(2048), std::to_string(std::max(want_2m, *now_2m)));
+  if (done && now_1g && want_1g > *now_1g) done = write_sysfs(nr_hugepages(1048576), std::to_string(want_1g));
   auto got_2m = read_count(nr_hugepages(2048)).value_or(0);
   auto got_1g = read_count(nr_hugepages(1048576)).value_or(0);
   say(fmt::format("hugepages: {} x 2 MiB (asked {}), {} x 1 GiB (asked {}){}", got_2m, want_2m, got_1g, want_1g,
                   now_1g ? "" : "; no 1 GiB pages on this machine"));
-  if (!ok) say(error);
-  if (!ok || got_2m < want_2m || (now_1g && got_1g < want_1g)) {
+  if (!done) say(done.error().message());
+  if (!done || got_2m < want_2m || (now_1g && got_1g < want_1g)) {
     say("hugepages: fewer pages than asked (memory too fragmented? reserve them on the kernel command line)");
     return kExitFailed;
   }

@@ -7,7 +7,11 @@
 #include <vector>
 
 namespace vfiolab::setup {
+
 namespace {
+
+// A state file that cannot be trusted: no syscall failed, so no errno.
+std::unexpected<Error> bad(std::string what) { return std::unexpected(make_error(0, "state file", std::move(what))); }
 
 constexpr std::string_view kDeviceHeader = "vfio-setup device state v1";
 constexpr std::string_view kHugepageHeader = "vfio-setup hugepage state v1";
@@ -20,10 +24,10 @@ std::string seal(std::string body) {
 
 // Splits a sealed file into its key=value lines after checking the header
 // and the checksum over everything before the checksum line.
-std::expected<std::map<std::string, std::string>, std::string> unseal(std::string_view text, std::string_view header) {
+Result<std::map<std::string, std::string>> unseal(std::string_view text, std::string_view header) {
   auto checksum_at = text.rfind(kChecksumKey);
   if (checksum_at == std::string_view::npos || (checksum_at != 0 && text[checksum_at - 1] != '\n')) {
-    return std::unexpected("no checksum line (torn write?)");
+    return bad("no checksum line (torn write?)");
   }
   std::string_view body = text.substr(0, checksum_at);
   std::string_view sum_text = text.substr(checksum_at + kChecksumKey.size());
@@ -31,38 +35,38 @@ std::expected<std::map<std::string, std::string>, std::string> unseal(std::strin
   std::uint64_t stored = 0;
   auto [end, error] = std::from_chars(sum_text.data(), sum_text.data() + sum_text.size(), stored, 16);
   if (error != std::errc() || end != sum_text.data() + sum_text.size() || sum_text.size() != 16) {
-    return std::unexpected(fmt::format("malformed checksum '{}'", sum_text));
+    return bad(fmt::format("malformed checksum '{}'", sum_text));
   }
-  if (stored != checksum(body)) return std::unexpected("checksum mismatch (torn write or edited by hand)");
+  if (stored != checksum(body)) return bad("checksum mismatch (torn write or edited by hand)");
 
   std::map<std::string, std::string> values;
   bool first = true;
   std::size_t start = 0;
   while (start < body.size()) {
     auto newline = body.find('\n', start);
-    if (newline == std::string_view::npos) return std::unexpected("last line before the checksum is unterminated");
+    if (newline == std::string_view::npos) return bad("last line before the checksum is unterminated");
     std::string_view line = body.substr(start, newline - start);
     start = newline + 1;
     if (first) {
-      if (line != header) return std::unexpected(fmt::format("first line is '{}', expected '{}'", line, header));
+      if (line != header) return bad(fmt::format("first line is '{}', expected '{}'", line, header));
       first = false;
       continue;
     }
     auto equals = line.find('=');
-    if (equals == std::string_view::npos) return std::unexpected(fmt::format("line without '=': '{}'", line));
+    if (equals == std::string_view::npos) return bad(fmt::format("line without '=': '{}'", line));
     std::string key(line.substr(0, equals));
-    if (values.contains(key)) return std::unexpected(fmt::format("key '{}' appears twice", key));
+    if (values.contains(key)) return bad(fmt::format("key '{}' appears twice", key));
     values.emplace(std::move(key), std::string(line.substr(equals + 1)));
   }
-  if (first) return std::unexpected("empty file");
+  if (first) return bad("empty file");
   return values;
 }
 
-std::expected<unsigned, std::string> parse_count(const std::string& key, const std::string& text) {
+Result<unsigned> parse_count(const std::string& key, const std::string& text) {
   unsigned value = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
-    return std::unexpected(fmt::format("{} is not a count: '{}'", key, text));
+    return bad(fmt::format("{} is not a count: '{}'", key, text));
   }
   return value;
 }
@@ -85,12 +89,12 @@ std::string serialize(const DeviceState& state) {
   return seal(std::move(body));
 }
 
-std::expected<DeviceState, std::string> parse_device_state(std::string_view text) {
+Result<DeviceState> parse_device_state(std::string_view text) {
   auto values = unseal(text, kDeviceHeader);
   if (!values) return std::unexpected(values.error());
   DeviceState state;
   for (const char* required : {"bdf", "driver", "driver_override"}) {
-    if (!values->contains(required)) return std::unexpected(fmt::format("missing key '{}'", required));
+    if (!values->contains(required)) return bad(fmt::format("missing key '{}'", required));
   }
   for (auto& [key, value] : *values) {
     if (key == "bdf") {
@@ -104,13 +108,13 @@ std::expected<DeviceState, std::string> parse_device_state(std::string_view text
       if (!count) return std::unexpected(count.error());
       state.sriov_numvfs = *count;
     } else {
-      return std::unexpected(fmt::format("unknown key '{}'", key));
+      return bad(fmt::format("unknown key '{}'", key));
     }
   }
-  if (state.bdf.empty()) return std::unexpected("empty bdf");
+  if (state.bdf.empty()) return bad("empty bdf");
   // Names go into sysfs paths: refuse anything that could leave the directory.
   if (state.driver.find('/') != std::string::npos || state.driver == "." || state.driver == "..") {
-    return std::unexpected(fmt::format("driver name '{}' is not a name", state.driver));
+    return bad(fmt::format("driver name '{}' is not a name", state.driver));
   }
   return state;
 }
@@ -119,7 +123,7 @@ std::string serialize(const HugepageState& state) {
   return seal(fmt::format("{}\npages_2m={}\npages_1g={}\n", kHugepageHeader, state.pages_2m, state.pages_1g));
 }
 
-std::expected<HugepageState, std::string> parse_hugepage_state(std::string_view text) {
+Result<HugepageState> parse_hugepage_state(std::string_view text) {
   auto values = unseal(text, kHugepageHeader);
   if (!values) return std::unexpected(values.error());
   HugepageState state;
@@ -131,10 +135,10 @@ std::expected<HugepageState, std::string> parse_hugepage_state(std::string_view 
     } else if (key == "pages_1g") {
       state.pages_1g = *count;
     } else {
-      return std::unexpected(fmt::format("unknown key '{}'", key));
+      return bad(fmt::format("unknown key '{}'", key));
     }
   }
-  if (!values->contains("pages_2m") || !values->contains("pages_1g")) return std::unexpected("missing a page count");
+  if (!values->contains("pages_2m") || !values->contains("pages_1g")) return bad("missing a page count");
   return state;
 }
 

@@ -4,8 +4,9 @@
 // reported as corrupt, never trusted.
 #pragma once
 
+#include "vfiolab/error.h"
+
 #include <cstdint>
-#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,9 +21,9 @@ struct DeviceState {
 };
 
 std::string serialize(const DeviceState& state);
-// Errors name what is wrong (missing header, bad checksum, missing or
+// Errors (errnum 0, the text in Error::context) name what is wrong (missing header, bad checksum, missing or
 // unknown key, bad value).
-std::expected<DeviceState, std::string> parse_device_state(std::string_view text);
+Result<DeviceState> parse_device_state(std::string_view text);
 
 struct HugepageState {
   unsigned pages_2m = 0;  // nr_hugepages before vfio-setup changed it
@@ -30,7 +31,7 @@ struct HugepageState {
 };
 
 std::string serialize(const HugepageState& state);
-std::expected<HugepageState, std::string> parse_hugepage_state(std::string_view text);
+Result<HugepageState> parse_hugepage_state(std::string_view text);
 
 // FNV-1a, 64 bits: a seal against torn writes and hand edits, not a defence
 // against an attacker who can write root's state directory.

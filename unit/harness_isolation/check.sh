@@ -28,4 +28,21 @@ expect '^ok 6 harness_isolation\.skips # SKIP no such feature here$'
 expect '^ok 7 harness_isolation\.passes_after$'
 expect '^# Totals: pass:2 fail:4 xfail:0 xpass:0 skip:1 error:0$'
 [ "$status" = 1 ] || { echo "check: exit status $status, expected 1"; fail=1; }
+
+# Bad selections and timeouts are errors (exit 1 and a message naming the
+# word), never a run of nothing that passes.
+refused() {
+    words=$1
+    shift
+    message=$("$program" "$@" 0000:00:04.0 2>&1 >/dev/null)
+    status=$?
+    if [ "$status" != 1 ] || ! printf '%s\n' "$message" | grep -qF -- "$words"; then
+        echo "check: '$*' gave exit status $status and '$message'; expected 1 and '$words'"
+        fail=1
+    fi
+}
+refused "-t typo matches no test" -t typo
+refused "-f nofixture matches no test" -f nofixture
+refused "-T wants a positive whole number of seconds, not '-1'" -T -1
+refused "-T wants a positive whole number of seconds, not '0'" -T 0
 exit $fail

@@ -131,7 +131,7 @@ class Vcpu {
   Result<void> set_tsc_offset(std::int64_t offset);
 
  private:
-  Error vcpu_error(std::string operation) const;
+  Error vcpu_error(int err, std::string operation) const;  // err: the caller's saved errno
   // A KVM_GET_* / KVM_SET_* of one struct.
   template <typename T>
   Result<T> get(unsigned long request, const char* name) const;
@@ -203,7 +203,7 @@ class Vm {
   std::uint64_t* page_table_entry(std::uint64_t* table, std::size_t index);
   std::uint64_t gpa_of(const void* arena_address) const;
   Result<void> configure_vcpu(Vcpu& vcpu);
-  Error vm_error(std::string operation, std::string context = {}) const;
+  Error vm_error(int err, std::string operation, std::string context = {}) const;  // err: the saved errno
 
   std::shared_ptr<const Kvm> kvm_;
   UniqueFd fd_;

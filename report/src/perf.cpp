@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -143,7 +144,7 @@ std::string kernel_release() {
   return name.release;
 }
 
-std::string write_report(const Report& report, const std::string& path, std::string& error) {
+Result<std::string> write_report(const Report& report, const std::string& path) {
   std::string target = path;
   if (target.empty()) {
     const char* dir = std::getenv("VFIOLAB_OUT_DIR");
@@ -153,8 +154,8 @@ std::string write_report(const Report& report, const std::string& path, std::str
   out << to_json(report);
   out.close();
   if (!out) {
-    error = fmt::format("cannot write {}", target);
-    return {};
+    const int err = errno;
+    return std::unexpected(make_error(err, "cannot write " + target));
   }
   return target;
 }

@@ -1,17 +1,15 @@
-// IOMMU faults as the kernel logs them, and a reader of the kernel log from
-// now on, so a test can check that a DMA it made fail was caught by the
-// IOMMU for that device at that address. Three drivers' formats:
+// IOMMU faults as the kernel logs them (read with vfiolab/kmsg.h), so a test
+// can check that a DMA it made fail was caught by the IOMMU for that device
+// at that address. Three drivers' formats:
 //   Intel VT-d:   "DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x1000 [fault reason 0x06] ..."
 //   AMD-Vi:       "vfio-pci 0000:00:04.0: Event logged [IO_PAGE_FAULT domain=0x0002 address=0x1000 flags=0x0000]"
 //                 "AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:00:04.0 domain=... address=0x1000 ...]"
 //   virtio-iommu: "virtio_iommu virtio0: page fault from EP 32 at 0x1000 [R]" (EP is the requester ID)
 #pragma once
 
-#include "vfiolab/error.h"
+#include "vfiolab/kmsg.h"
 #include "vfiolab/sysfs.h"
-#include "vfiolab/unique_fd.h"
 
-#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -45,13 +43,6 @@ bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, 
 // (measured with QEMU 7.2). nullopt for every other IOMMU.
 std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::filesystem::path& sys_root = "/sys");
 
-// A kernel log record: when it was logged (microseconds since boot, the
-// printk clock /dev/kmsg reports) and its message.
-struct LogRecord {
-  std::uint64_t usec = 0;
-  std::string message;
-};
-
 // Intel VT-d's fault handler (dmar_fault, as of Linux 6.12) prints through
 // one rate limit (DEFAULT_RATELIMIT_INTERVAL and _BURST: 10 per 5 s, the
 // window beginning with the first call after the previous one ended), and
@@ -66,24 +57,5 @@ inline constexpr std::uint64_t kIntelFaultLogWindowUsec = 5'000'000;
 inline constexpr int kIntelFaultLogBurst = 10;
 std::optional<std::uint64_t> intel_fault_log_full_until(const std::vector<LogRecord>& records, std::uint64_t now_usec,
                                                         int needed);
-
-// Reads /dev/kmsg from the moment it was opened (earlier messages are
-// skipped). Needs CAP_SYSLOG or a permissive dmesg_restrict.
-class KernelLogReader {
- public:
-  static Result<KernelLogReader> open();
-  // Every record still in the kernel's log buffer, oldest first.
-  static Result<std::vector<LogRecord>> read_all();
-  // The messages logged since open() or the last call, without their
-  // record headers.
-  std::vector<std::string> read_new();
-  // Blocks until a new record can be read or `timeout` passed; true when
-  // one can.
-  bool wait(std::chrono::milliseconds timeout);
-
- private:
-  explicit KernelLogReader(UniqueFd fd) : fd_(std::move(fd)) {}
-  UniqueFd fd_;
-};
 
 }  // namespace vfiolab

@@ -3,6 +3,8 @@
 // and written as JSON with a stable schema (README, "Performance").
 #pragma once
 
+#include "vfiolab/error.h"
+
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -64,6 +66,6 @@ std::string kernel_release();
 // Writes the report where $VFIOLAB_OUT_DIR says (the lab brings that
 // directory back to the host), or to `path` when given; returns the path
 // written, or an error text.
-std::string write_report(const Report& report, const std::string& path, std::string& error);
+Result<std::string> write_report(const Report& report, const std::string& path);
 
 }  // namespace vfiolab::perf

@@ -320,6 +320,23 @@ Counts count(const Result& result) {
   return counts;
 }
 
+int exit_code(const Counts& counts) {
+  if (counts.failed > 0) return kExitFail;
+  if (counts.passed == 0 && counts.skipped > 0) return kExitSkip;
+  return kExitPass;
+}
+
+void write_totals(std::FILE* out, const Counts& counts) {
+  fmt::print(out, "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", counts.passed, counts.failed,
+             counts.skipped);
+  std::fflush(out);
+}
+
+int Writer::finish() {
+  write_totals(out_, counts_);
+  return exit_code(counts_);
+}
+
 Writer::Writer(std::FILE* out, int depth) : out_(out), indent_(static_cast<std::size_t>(depth) * kIndentWidth, ' ') {}
 
 void Writer::line(std::string_view text) {
@@ -345,6 +362,14 @@ void Writer::diagnostic(std::string_view text) {
 
 void Writer::result(bool ok, std::string_view name, Directive directive, std::string_view reason) {
   ++number_;
+  Result counted;
+  counted.ok = ok;
+  counted.directive = directive;
+  switch (outcome(counted)) {
+    case Outcome::pass: ++counts_.passed; break;
+    case Outcome::fail: ++counts_.failed; break;
+    case Outcome::skip: ++counts_.skipped; break;
+  }
   std::string text = fmt::format("{} {} {}", ok ? "ok" : "not ok", number_, name);
   if (directive != Directive::none) {
     text += fmt::format(" # {}", directive_name(directive));

@@ -108,7 +108,21 @@ struct Counts {
 // (a program that crashed after its last test, say).
 Counts count(const Result& result);
 
-// Writer for programs that report in KTAP.
+// kselftest's exit codes, for every program of the suite.
+inline constexpr int kExitPass = 0;
+inline constexpr int kExitFail = 1;
+inline constexpr int kExitSkip = 4;
+
+// What a program that ran these tests exits with: fail on any failure,
+// skip when nothing passed and something was skipped, pass otherwise (no
+// test at all passes: a filter that selects nothing is the caller's error).
+int exit_code(const Counts& counts);
+
+// kselftest's closing line: "# Totals: pass:N fail:N xfail:0 xpass:0 skip:N error:0".
+void write_totals(std::FILE* out, const Counts& counts);
+
+// Writer for programs that report in KTAP. It counts what it writes at its
+// own depth; finish() ends the report.
 class Writer {
  public:
   explicit Writer(std::FILE* out = stdout, int depth = 0);
@@ -121,12 +135,16 @@ class Writer {
   void fail(std::string_view name, std::string_view reason = {});
   void skip(std::string_view name, std::string_view reason);
   int number() const { return number_; }
+  const Counts& counts() const { return counts_; }
+  // Writes the totals line and returns the exit code for the counts.
+  int finish();
 
  private:
   void line(std::string_view text);
   std::FILE* out_;
   std::string indent_;
   int number_ = 0;
+  Counts counts_;
 };
 
 }  // namespace vfiolab::ktap
