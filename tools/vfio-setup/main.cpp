@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -489,14 +490,19 @@ fs::path nr_hugepages(unsigned kib) {
   return fs::path(fmt::format("/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages", kib));
 }
 
+// A decimal count, surrounding whitespace allowed; nullopt for anything else.
+std::optional<unsigned> parse_count(std::string_view text) {
+  text = text::trim(text);
+  unsigned value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
 std::optional<unsigned> read_count(const fs::path& path) {
   auto text = read_text(path);
   if (!text) return std::nullopt;
-  try {
-    return static_cast<unsigned>(std::stoul(*text));
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
+  return parse_count(*text);
 }
 
 int command_hugepages(const std::vector<std::string>& args) {
@@ -509,11 +515,7 @@ int command_hugepages(const std::vector<std::string>& args) {
   for (std::size_t i = 0; i < args.size(); ++i) {
     auto count = [&]() -> std::optional<unsigned> {
       if (i + 1 >= args.size()) return std::nullopt;
-      try {
-        return static_cast<unsigned>(std::stoul(args[++i]));
-      } catch (const std::exception&) {
-        return std::nullopt;
-      }
+      return parse_count(args[++i]);
     };
     std::optional<unsigned> value;
     if (args[i] == "--release") {
