@@ -252,34 +252,40 @@ Result<void> PciDevice::config_write(std::uint32_t offset, const void* data, std
   return {};
 }
 
-Result<void> PciDevice::region_read(std::uint32_t index, std::uint64_t offset, void* data, std::size_t size) const {
+// Where `size` bytes at `offset` of region `index` are in the device fd;
+// an error naming the access when they are not all inside the region.
+Result<off_t> PciDevice::region_file_offset(std::uint32_t index, std::uint64_t offset, std::size_t size,
+                                            const char* operation) const {
   auto region = region_info(index);
   if (!region) return std::unexpected(region.error());
-  const std::string what = fmt::format("region {} offset {:#x} size {}", index, offset, size);
   if (offset > region->size || size > region->size - offset) {
-    return std::unexpected(
-        error_here(EINVAL, "pread region", what + fmt::format(": the region has {:#x} bytes", region->size)));
+    return std::unexpected(error_here(EINVAL, operation,
+                                      fmt::format("region {} offset {:#x} size {}: the region has {:#x} bytes", index,
+                                                  offset, size, region->size)));
   }
-  ssize_t got = ::pread(device_.get(), data, size, static_cast<off_t>(region->offset + offset));
+  return static_cast<off_t>(region->offset + offset);
+}
+
+Result<void> PciDevice::region_read(std::uint32_t index, std::uint64_t offset, void* data, std::size_t size) const {
+  auto at = region_file_offset(index, offset, size, "pread region");
+  if (!at) return std::unexpected(at.error());
+  ssize_t got = ::pread(device_.get(), data, size, *at);
   if (got != static_cast<ssize_t>(size)) {
-    const int err = got < 0 ? errno : EIO;
-    return std::unexpected(error_here(err, "pread region", what));
+    const int err = got < 0 ? errno : EIO;  // a short read has no errno of its own
+    return std::unexpected(
+        error_here(err, "pread region", fmt::format("region {} offset {:#x} size {}", index, offset, size)));
   }
   return {};
 }
 
 Result<void> PciDevice::region_write(std::uint32_t index, std::uint64_t offset, const void* data, std::size_t size) {
-  auto region = region_info(index);
-  if (!region) return std::unexpected(region.error());
-  const std::string what = fmt::format("region {} offset {:#x} size {}", index, offset, size);
-  if (offset > region->size || size > region->size - offset) {
-    return std::unexpected(
-        error_here(EINVAL, "pwrite region", what + fmt::format(": the region has {:#x} bytes", region->size)));
-  }
-  ssize_t put = ::pwrite(device_.get(), data, size, static_cast<off_t>(region->offset + offset));
+  auto at = region_file_offset(index, offset, size, "pwrite region");
+  if (!at) return std::unexpected(at.error());
+  ssize_t put = ::pwrite(device_.get(), data, size, *at);
   if (put != static_cast<ssize_t>(size)) {
     const int err = put < 0 ? errno : EIO;
-    return std::unexpected(error_here(err, "pwrite region", what));
+    return std::unexpected(
+        error_here(err, "pwrite region", fmt::format("region {} offset {:#x} size {}", index, offset, size)));
   }
   return {};
 }

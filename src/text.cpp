@@ -1,9 +1,12 @@
 #include "vfiolab/text.h"
 
+#include "vfiolab/unique_fd.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cctype>
 #include <cerrno>
-#include <fstream>
-#include <iterator>
 
 namespace vfiolab::text {
 namespace {
@@ -28,17 +31,25 @@ std::string_view next_word(std::string_view& text) {
 }
 
 Result<std::string> read_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
+  // read(2) rather than a stream: a stream can throw (a directory, an I/O
+  // error), and the libraries never throw.
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
     const int err = errno;
     return std::unexpected(make_error(err, "open " + file.string()));
   }
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    const int err = errno;
-    return std::unexpected(make_error(err, "read " + file.string()));
+  std::string bytes;
+  char chunk[4096];
+  for (;;) {
+    const ssize_t got = ::read(fd.get(), chunk, sizeof chunk);
+    if (got == 0) return bytes;
+    if (got < 0) {
+      const int err = errno;
+      if (err == EINTR) continue;
+      return std::unexpected(make_error(err, "read " + file.string()));
+    }
+    bytes.append(chunk, static_cast<std::size_t>(got));
   }
-  return bytes;
 }
 
 }  // namespace vfiolab::text

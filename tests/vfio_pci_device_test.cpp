@@ -78,9 +78,9 @@ struct ResetWitness {
 std::optional<ResetWitness> reset_witness(const PciDevice& device) {
   constexpr std::uint32_t kClassNvme = 0x010802;
   constexpr std::uint16_t kIntel = 0x8086;
-  // NVMe: the Admin Queue Attributes (queue sizes), 0 after a controller
-  // reset; writable while the controller is disabled, as vfio-pci leaves it.
-  if (device.class_code() == kClassNvme) return ResetWitness{"NVMe AQA", 0, 0x24, 0x001f001f, 0};
+  // NVMe: Controller Configuration with the queue entry sizes set and EN
+  // clear (so the controller does not start), 0 after a controller reset.
+  if (device.class_code() == kClassNvme) return ResetWitness{"NVMe CC", 0, 0x14, 0x00460000, 0};
   // Intel 82574 (e1000e) and 82576 (igb): receive descriptor ring 0's base
   // address, low half (bits 3:0 read as zero), 0 after a device reset.
   if (device.vendor_id() == kIntel && device.device_id() == 0x10d3) {

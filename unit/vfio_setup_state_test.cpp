@@ -46,6 +46,9 @@ TEST(VfioSetupState, EditedFileFailsTheChecksum) {
   auto parsed = parse_device_state(text);
   ASSERT_FALSE(parsed);
   EXPECT_NE(parsed.error().message().find("checksum"), std::string::npos);
+  // A parse error: no errno, the detail in the context.
+  EXPECT_EQ(parsed.error().errnum, 0);
+  EXPECT_NE(parsed.error().context.find("checksum"), std::string::npos);
 }
 
 // Builds a file with a valid seal around arbitrary lines, to test what the

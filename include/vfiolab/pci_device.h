@@ -12,6 +12,7 @@
 #include "vfiolab/unique_fd.h"
 
 #include <linux/vfio.h>
+#include <sys/types.h>
 
 #include <array>
 #include <cstdint>
@@ -150,6 +151,8 @@ class PciDevice {
   Result<void> read_info_and_map_bars();
   Result<void> set_irq_eventfds(IrqIndex index, const std::vector<int>& fds);
   Result<void> intx_action(std::uint32_t action, std::string_view what);
+  Result<off_t> region_file_offset(std::uint32_t index, std::uint64_t offset, std::size_t size,
+                                   const char* operation) const;
   // An error about this device, with the errno the caller saved.
   Error error_here(int errnum, std::string operation, std::string detail = {}) const;
 

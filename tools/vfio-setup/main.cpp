@@ -34,12 +34,11 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
-#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <set>
-#include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -61,6 +60,7 @@ constexpr const char* kVfioPciDriver = "/sys/bus/pci/drivers/vfio-pci";
 const std::set<std::string> kGroupSafeDrivers = {"vfio-pci", "pci-stub", "pcieport"};
 
 void say(const std::string& text) { fmt::print(stderr, "vfio-setup: {}\n", text); }
+void say(const Error& error) { say(error.message()); }
 
 fs::path state_dir() {
   const char* dir = std::getenv("VFIO_SETUP_STATE_DIR");
@@ -70,16 +70,26 @@ fs::path state_dir() {
 fs::path state_file(const std::string& bdf) { return state_dir() / (bdf + ".state"); }
 fs::path hugepage_state_file() { return state_dir() / "hugepages.state"; }
 
-// A file's text; nullopt when it cannot be read (absent, for the state files).
-std::optional<std::string> read_text(const fs::path& path) {
+// A file's text; nullopt when it does not exist (a state file: nothing was
+// recorded). Any other failure is an error, never "nothing recorded".
+Result<std::optional<std::string>> read_if_present(const fs::path& path) {
   auto text = text::read_file(path);
-  if (!text) return std::nullopt;
-  return std::move(*text);
+  if (text) return std::optional<std::string>(std::move(*text));
+  if (text.error().errnum == ENOENT) return std::optional<std::string>();
+  return std::unexpected(text.error());
 }
 
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   return text;
+}
+
+// `cause` (a file or sysfs access) as the reason `operation` on device `bdf`
+// failed. An errno stays the errno, so the message names it once, at the end.
+Error on_device(const std::string& bdf, std::string operation, const Error& cause) {
+  if (cause.errnum == 0) return device_error(0, bdf, std::move(operation), cause.message());
+  std::string what = cause.context.empty() ? cause.operation : fmt::format("{} {}", cause.operation, cause.context);
+  return device_error(cause.errnum, bdf, std::move(operation), std::move(what));
 }
 
 // Writes one value to a sysfs attribute; the error names the value, the
@@ -95,6 +105,7 @@ Result<void> write_sysfs(const fs::path& path, std::string_view value) {
 Result<void> write_state(const fs::path& path, const std::string& content) {
   std::error_code ec;
   fs::create_directories(path.parent_path(), ec);
+  if (ec) return std::unexpected(make_error(ec.value(), "cannot create " + path.parent_path().string()));
   fs::path temporary = path;
   temporary += ".tmp";
   UniqueFd fd(::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -115,156 +126,169 @@ Result<void> write_state(const fs::path& path, const std::string& content) {
   return {};
 }
 
+// A state file left behind would be acted on again by a later restore.
+Result<void> remove_state(const fs::path& path) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  if (ec) return std::unexpected(make_error(ec.value(), "cannot remove " + path.string()));
+  return {};
+}
+
 std::string driver_or_none(const std::optional<std::string>& driver) { return driver ? *driver : std::string("(none)"); }
 
 // What was recorded for the device: nullopt when nothing was, an error when
-// the record cannot be trusted.
+// the record cannot be read or trusted.
 Result<std::optional<DeviceState>> load_state(const std::string& bdf) {
-  auto text = read_text(state_file(bdf));
-  if (!text) return std::nullopt;
-  auto state = parse_device_state(*text);
+  const fs::path file = state_file(bdf);
+  auto text = read_if_present(file);
+  if (!text) return std::unexpected(on_device(bdf, "load state", text.error()));
+  if (!*text) return std::nullopt;
+  auto state = parse_device_state(**text);
   if (!state) {
-    return std::unexpected(make_error(
-        0, fmt::format("state file {} is corrupt ({}); not trusting it: check {} by hand, then remove the file",
-                       state_file(bdf).string(), state.error().context, bdf)));
+    return std::unexpected(device_error(
+        0, bdf, "load state",
+        fmt::format("state file {} is corrupt ({}); not trusting it: check the device by hand, then remove the file",
+                    file.string(), state.error().context)));
   }
   if (state->bdf != bdf) {
-    return std::unexpected(make_error(
-        0, fmt::format("state file {} names {}, not {}; not trusting it", state_file(bdf).string(), state->bdf, bdf)));
+    return std::unexpected(device_error(
+        0, bdf, "load state", fmt::format("state file {} names {}; not trusting it", file.string(), state->bdf)));
   }
   return std::optional<DeviceState>(std::move(*state));
 }
 
+// The devices that have a state file, sorted; none before the state
+// directory exists.
+Result<std::vector<std::string>> recorded_devices() {
+  const fs::path dir = state_dir();
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    std::string file = it->path().filename().string();
+    if (file.ends_with(".state") && file != hugepage_state_file().filename()) {
+      names.push_back(file.substr(0, file.size() - 6));
+    }
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return std::unexpected(make_error(ec.value(), "cannot list " + dir.string()));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Binding, restoring and reserving hugepages all write to sysfs.
+Result<void> require_root(std::string operation, std::string_view why) {
+  if (::geteuid() == 0) return {};
+  return std::unexpected(make_error(0, std::move(operation), fmt::format("must run as root: {}", why)));
+}
+
 bool vfio_pci_available() {
-  if (fs::exists(kVfioPciDriver)) return true;
-  // A modular kernel: try to load it, quietly.
+  std::error_code ec;
+  if (fs::exists(kVfioPciDriver, ec)) return true;
+  // A modular kernel: try to load it, quietly; the check below says whether
+  // that worked.
   pid_t pid = 0;
   const char* argv[] = {"modprobe", "-q", "vfio-pci", nullptr};
   if (::posix_spawnp(&pid, "modprobe", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0) {
     int status = 0;
     ::waitpid(pid, &status, 0);
   }
-  return fs::exists(kVfioPciDriver);
+  return fs::exists(kVfioPciDriver, ec);
 }
 
-// Everything that could make `bind` refuse, checked before any change.
-bool preflight(const std::vector<std::string>& args, std::vector<Bdf>& devices) {
-  if (::geteuid() != 0) {
-    say("must run as root: binding devices writes to sysfs");
-    return false;
+// The device `arg` names, when it is a BDF and the device is there.
+Result<Bdf> present_device(const Sysfs& sysfs, const std::string& arg) {
+  auto bdf = parse_bdf(arg);
+  if (!bdf) return std::unexpected(bdf.error());
+  if (!sysfs.exists(*bdf)) {
+    return std::unexpected(device_error(
+        0, bdf->str(), "bind", fmt::format("is no PCI device ({} does not exist)", sysfs.device_dir(*bdf).string())));
   }
-  Sysfs sysfs;
-  bool ok = true;
-  for (const auto& arg : args) {
-    auto bdf = parse_bdf(arg);
-    if (!bdf) {
-      say(bdf.error().message());
-      ok = false;
-    } else if (!sysfs.exists(*bdf)) {
-      say(fmt::format("no PCI device {} ({} does not exist)", bdf->str(), sysfs.device_dir(*bdf).string()));
-      ok = false;
-    } else if (std::find(devices.begin(), devices.end(), *bdf) == devices.end()) {
-      devices.push_back(*bdf);
-    }
-  }
-  if (!ok) return false;
-  if (!vfio_pci_available()) {
-    say("vfio-pci is not available: the kernel has no CONFIG_VFIO_PCI and 'modprobe vfio-pci' did not load it");
-    return false;
-  }
-  for (const auto& bdf : devices) {
-    if (auto recorded = load_state(bdf.str()); !recorded) {
-      say(recorded.error().message());
-      ok = false;
-    }
-    // Some IOMMU drivers (virtio-iommu) give a device its group only when a
-    // driver probes it: without a group yet there is nothing to check, and
-    // vfio-pci itself refuses a device that still has none.
-    auto group = sysfs.iommu_group(bdf);
-    if (!group) continue;
-    std::vector<std::string> conflicts;
-    for (const auto& member : sysfs.iommu_group_members(*group)) {
-      if (std::find(devices.begin(), devices.end(), member) != devices.end()) continue;
-      auto driver = sysfs.driver(member);
-      if (driver && !kGroupSafeDrivers.contains(*driver)) conflicts.push_back(fmt::format("{} ({})", member.str(), *driver));
-    }
-    if (!conflicts.empty()) {
-      std::string list;
-      for (const auto& c : conflicts) list += (list.empty() ? "" : ", ") + c;
-      say(fmt::format("refusing to bind {}: IOMMU group {} also holds devices on host drivers: {}. "
-                      "Name them too, or unbind them first.",
-                      bdf.str(), *group, list));
-      ok = false;
-    }
-  }
-  return ok;
+  return *bdf;
 }
 
-bool restore_device(const DeviceState& state);
-
-// Moves one device to vfio-pci after recording where it was. Returns false
-// (after putting it back) when the device did not end up on vfio-pci.
-bool bind_device(const Bdf& bdf, bool& newly_held) {
-  Sysfs sysfs;
-  const std::string name = bdf.str();
-  const fs::path dir = sysfs.device_dir(bdf);
-  auto driver = sysfs.driver(bdf);
-  newly_held = false;
-
-  if (auto recorded = load_state(name); recorded && *recorded) {
-    if (driver == "vfio-pci") {
-      say(fmt::format("{}: already held on vfio-pci", name));
-      return true;
+// VFIO takes a whole IOMMU group: every other member must be named too, or
+// be on a driver that can share the group.
+Result<void> check_group(const Sysfs& sysfs, const Bdf& bdf, const std::vector<Bdf>& devices) {
+  // Some IOMMU drivers (virtio-iommu) give a device its group only when a
+  // driver probes it: without a group yet there is nothing to check, and
+  // vfio-pci itself refuses a device that still has none.
+  auto group = sysfs.iommu_group(bdf);
+  if (!group) return {};
+  std::string conflicts;
+  for (const auto& member : sysfs.iommu_group_members(*group)) {
+    if (std::find(devices.begin(), devices.end(), member) != devices.end()) continue;
+    auto driver = sysfs.driver(member);
+    if (driver && !kGroupSafeDrivers.contains(*driver)) {
+      conflicts += fmt::format("{}{} ({})", conflicts.empty() ? "" : ", ", member.str(), *driver);
     }
   }
+  if (conflicts.empty()) return {};
+  return std::unexpected(device_error(0, bdf.str(), "bind",
+                                      fmt::format("refused: IOMMU group {} also holds devices on host drivers: {}. "
+                                                  "Name them too, or unbind them first.",
+                                                  *group, conflicts)));
+}
+
+// Writes where the device is now to its state file, before anything about
+// it changes: `restore` works even after this tool was killed.
+Result<DeviceState> record_state(const Sysfs& sysfs, const Bdf& bdf) {
   DeviceState state;
-  state.bdf = name;
-  state.driver = driver.value_or("");
-  std::string override_text = trimmed(read_text(dir / "driver_override").value_or(""));
-  state.driver_override = override_text == "(null)" ? "" : override_text;
+  state.bdf = bdf.str();
+  state.driver = sysfs.driver(bdf).value_or("");
+  auto override_text = text::read_file(sysfs.device_dir(bdf) / "driver_override");
+  if (!override_text) return std::unexpected(on_device(state.bdf, "record state", override_text.error()));
+  // The kernel shows an unset override as "(null)".
+  std::string override_value = trimmed(std::move(*override_text));
+  state.driver_override = override_value == "(null)" ? "" : override_value;
   state.sriov_numvfs = sysfs.sriov_numvfs(bdf);
-  if (auto written = write_state(state_file(name), serialize(state)); !written) {
-    say(fmt::format("{}: {}; device left as it was", name, written.error().message()));
-    return false;
+  if (auto written = write_state(state_file(state.bdf), serialize(state)); !written) {
+    return std::unexpected(on_device(state.bdf, "record state", written.error()));
   }
-  newly_held = true;
+  return state;
+}
 
+// Moves a recorded device to vfio-pci and says where it went. On an error
+// the device may be half-way: the caller puts it back.
+Result<void> move_to_vfio_pci(const Sysfs& sysfs, const Bdf& bdf, const DeviceState& state) {
+  const fs::path dir = sysfs.device_dir(bdf);
   Result<void> done;
   if (state.sriov_numvfs.value_or(0) > 0) done = write_sysfs(dir / "sriov_numvfs", "0");
-  if (done && driver && *driver != "vfio-pci") done = write_sysfs(dir / "driver" / "unbind", name);
+  if (done && !state.driver.empty() && state.driver != "vfio-pci") {
+    done = write_sysfs(dir / "driver" / "unbind", state.bdf);
+  }
   if (done) done = write_sysfs(dir / "driver_override", "vfio-pci");
   if (done && sysfs.driver(bdf) != "vfio-pci") {
     // drivers_probe reports an error when no driver takes the device; the
     // check below says what happened.
-    (void)write_sysfs("/sys/bus/pci/drivers_probe", name);
+    (void)write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
   }
   auto now = sysfs.driver(bdf);
-  if (!done || now != "vfio-pci") {
-    std::string why = done ? "now on " + driver_or_none(now) : done.error().message();
-    if (!sysfs.iommu_group(bdf)) why += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
-    say(fmt::format("{}: did not reach vfio-pci ({}); putting it back", name, why));
-    restore_device(state);
-    return false;
-  }
   auto group = sysfs.iommu_group(bdf);
-  say(fmt::format("{}: {} -> vfio-pci (IOMMU group {})", name, driver_or_none(driver),
-                  group ? std::to_string(*group) : "?"));
-  return true;
+  if (done && now == "vfio-pci") {
+    say(fmt::format("{}: {} -> vfio-pci (IOMMU group {})", state.bdf, state.driver.empty() ? "(none)" : state.driver,
+                    group ? std::to_string(*group) : "?"));
+    return {};
+  }
+  Error error = done ? device_error(0, state.bdf, "bind to vfio-pci", "it ended up on " + driver_or_none(now))
+                     : on_device(state.bdf, "bind to vfio-pci", done.error());
+  if (!group) error.context += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
+  return std::unexpected(std::move(error));
 }
 
-bool restore_device(const DeviceState& state) {
+// Puts a device back where its state says it was, says so, and forgets the
+// state. On an error the state file stays, for a later restore.
+Result<void> restore_device(const DeviceState& state) {
   Sysfs sysfs;
   auto bdf = parse_bdf(state.bdf);
-  if (!bdf) {
-    say(fmt::format("state for '{}': {}", state.bdf, bdf.error().message()));
-    return false;
-  }
+  if (!bdf) return std::unexpected(device_error(0, state.bdf, "restore", bdf.error().message()));
   const fs::path dir = sysfs.device_dir(*bdf);
   if (!sysfs.exists(*bdf)) {
     say(fmt::format("{}: the device is gone (hot-unplugged?); dropping its state", state.bdf));
-    std::error_code ec;
-    fs::remove(state_file(state.bdf), ec);
-    return true;
+    if (auto removed = remove_state(state_file(state.bdf)); !removed) {
+      return std::unexpected(on_device(state.bdf, "restore", removed.error()));
+    }
+    return {};
   }
   auto before = sysfs.driver(*bdf);
   Result<void> done;
@@ -279,23 +303,26 @@ bool restore_device(const DeviceState& state) {
       (void)write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
     }
   }
+  if (!done) return std::unexpected(on_device(state.bdf, "restore", done.error()));
   auto after = sysfs.driver(*bdf);
-  if (done && after != wanted) {
-    done = std::unexpected(
-        make_error(0, fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted))));
+  if (after != wanted) {
+    return std::unexpected(device_error(
+        0, state.bdf, "restore", fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted))));
   }
-  if (done && state.sriov_numvfs.value_or(0) > 0) {
-    done = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs));
+  if (state.sriov_numvfs.value_or(0) > 0) {
+    if (auto vfs = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs)); !vfs) {
+      return std::unexpected(on_device(state.bdf, "restore", vfs.error()));
+    }
   }
-  if (!done) {
-    say(fmt::format("{}: restore failed: {}; state kept in {}", state.bdf, done.error().message(),
-                    state_file(state.bdf).string()));
-    return false;
+  if (auto removed = remove_state(state_file(state.bdf)); !removed) {
+    return std::unexpected(on_device(state.bdf, "restore", removed.error()));
   }
-  std::error_code ec;
-  fs::remove(state_file(state.bdf), ec);
   say(fmt::format("{}: {} -> {}", state.bdf, driver_or_none(before), driver_or_none(after)));
-  return true;
+  return {};
+}
+
+void report_restore_failure(const DeviceState& state, const Error& error) {
+  say(fmt::format("{}; state kept in {}", error.message(), state_file(state.bdf).string()));
 }
 
 int command_bind(const std::vector<std::string>& args, std::vector<std::string>* held = nullptr) {
@@ -303,61 +330,106 @@ int command_bind(const std::vector<std::string>& args, std::vector<std::string>*
     say("bind: name at least one BDF");
     return kExitUsage;
   }
+  // Everything that could make bind refuse is checked, and every problem
+  // said, before any device changes.
+  if (auto root = require_root("bind", "binding devices writes to sysfs"); !root) {
+    say(root.error());
+    return kExitFailed;
+  }
+  Sysfs sysfs;
   std::vector<Bdf> devices;
-  if (!preflight(args, devices)) return kExitFailed;
+  bool refused = false;
+  for (const auto& arg : args) {
+    auto bdf = present_device(sysfs, arg);
+    if (!bdf) {
+      say(bdf.error());
+      refused = true;
+    } else if (std::find(devices.begin(), devices.end(), *bdf) == devices.end()) {
+      devices.push_back(*bdf);
+    }
+  }
+  if (refused) return kExitFailed;
+  if (!vfio_pci_available()) {
+    say("vfio-pci is not available: the kernel has no CONFIG_VFIO_PCI and 'modprobe vfio-pci' did not load it");
+    return kExitFailed;
+  }
+  for (const auto& bdf : devices) {
+    if (auto recorded = load_state(bdf.str()); !recorded) {
+      say(recorded.error());
+      refused = true;
+    }
+    if (auto group = check_group(sysfs, bdf, devices); !group) {
+      say(group.error());
+      refused = true;
+    }
+  }
+  if (refused) return kExitFailed;
+
   bool ok = true;
   for (const auto& bdf : devices) {
-    bool newly_held = false;
-    if (!bind_device(bdf, newly_held)) {
-      ok = false;
-    } else if (held && newly_held) {
-      held->push_back(bdf.str());
+    const std::string name = bdf.str();
+    if (auto recorded = load_state(name); recorded && *recorded && sysfs.driver(bdf) == "vfio-pci") {
+      // Held by an earlier bind: its record of the host driver stays.
+      say(fmt::format("{}: already held on vfio-pci", name));
+      continue;
     }
+    auto state = record_state(sysfs, bdf);
+    if (!state) {
+      say(fmt::format("{}; device left as it was", state.error().message()));
+      ok = false;
+      continue;
+    }
+    if (auto moved = move_to_vfio_pci(sysfs, bdf, *state); !moved) {
+      say(fmt::format("{}; putting it back", moved.error().message()));
+      if (auto restored = restore_device(*state); !restored) report_restore_failure(*state, restored.error());
+      ok = false;
+      continue;
+    }
+    if (held) held->push_back(name);
   }
   return ok ? kExitOk : kExitFailed;
 }
 
 int command_restore(const std::vector<std::string>& args) {
-  if (::geteuid() != 0) {
-    say("must run as root: restoring devices writes to sysfs");
+  if (auto root = require_root("restore", "restoring devices writes to sysfs"); !root) {
+    say(root.error());
     return kExitFailed;
   }
   std::vector<std::string> names;
   for (const auto& arg : args) {
     auto bdf = parse_bdf(arg);
     if (!bdf) {
-      say(bdf.error().message());
+      say(bdf.error());
       return kExitFailed;
     }
     names.push_back(bdf->str());
   }
   if (names.empty()) {
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(state_dir(), ec)) {
-      std::string file = entry.path().filename().string();
-      if (file.ends_with(".state") && file != hugepage_state_file().filename()) {
-        names.push_back(file.substr(0, file.size() - 6));
-      }
+    auto recorded = recorded_devices();
+    if (!recorded) {
+      say(recorded.error());
+      return kExitFailed;
     }
-    std::sort(names.begin(), names.end());
+    names = std::move(*recorded);
   }
   bool ok = true;
   int restored = 0;
   for (const auto& name : names) {
     auto recorded = load_state(name);
-    if (!recorded || !*recorded) {
-      if (!recorded) {
-        say(recorded.error().message());
-        ok = false;
-      } else if (!args.empty()) {
-        say(fmt::format("{}: nothing recorded; left as it is", name));
-      }
+    if (!recorded) {
+      say(recorded.error());
+      ok = false;
       continue;
     }
-    if (restore_device(**recorded)) {
-      ++restored;
-    } else {
+    if (!*recorded) {
+      if (!args.empty()) say(fmt::format("{}: nothing recorded; left as it is", name));
+      continue;
+    }
+    if (auto done = restore_device(**recorded); !done) {
+      report_restore_failure(**recorded, done.error());
       ok = false;
+    } else {
+      ++restored;
     }
   }
   if (restored == 0 && ok) say("nothing to restore");
@@ -398,8 +470,6 @@ int command_run(const std::vector<std::string>& args) {
 
   std::vector<std::string> held;
   int bound = command_bind(bdfs, &held);
-  std::vector<std::string> canonical;
-  for (const auto& b : bdfs) canonical.push_back(parse_bdf(b)->str());  // preflight parsed them all
   auto restore_held = [&] {
     return held.empty() ? kExitOk : command_restore(held);
   };
@@ -408,6 +478,8 @@ int command_run(const std::vector<std::string>& args) {
     restore_held();
     return bound != kExitOk ? bound : 128 + g_signal;
   }
+  std::vector<std::string> canonical;
+  for (const auto& b : bdfs) canonical.push_back(parse_bdf(b)->str());  // the bind parsed them all
 
   std::vector<std::string> argv_strings;
   if (shell) {
@@ -424,7 +496,8 @@ int command_run(const std::vector<std::string>& args) {
 
   pid_t child = ::fork();
   if (child < 0) {
-    say(fmt::format("fork: {}", std::strerror(errno)));
+    const int err = errno;
+    say(make_error(err, "fork"));
     restore_held();
     return kExitFailed;
   }
@@ -434,17 +507,27 @@ int command_run(const std::vector<std::string>& args) {
     for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal, &reset, nullptr);
     ::setenv("VFIO_SELFTESTS_BDF", canonical[0].c_str(), 1);
     ::execvp(argv[0], argv.data());
-    fmt::print(stderr, "vfio-setup: cannot run '{}': {}\n", argv[0], std::strerror(errno));
+    const int err = errno;
+    say(make_error(err, fmt::format("cannot run '{}'", argv[0])));
     ::_exit(127);
   }
 
   int status = 0;
+  bool lost_child = false;
   bool forwarded = false;
   auto killed_at = std::chrono::steady_clock::time_point::max();
   for (;;) {
-    pid_t done = ::waitpid(child, &status, g_signal ? WNOHANG : 0);
-    if (done == child) break;
-    if (done < 0 && errno != EINTR) break;
+    pid_t waited = ::waitpid(child, &status, g_signal ? WNOHANG : 0);
+    if (waited == child) break;
+    if (waited < 0) {
+      const int err = errno;
+      if (err != EINTR) {
+        // CMD's status is unknown: the run cannot pass.
+        say(make_error(err, "waitpid", fmt::format("CMD pid {}", child)));
+        lost_child = true;
+        break;
+      }
+    }
     if (g_signal && !forwarded) {
       // The child may not share our terminal's process group: pass it on,
       // and insist after a grace period (an interactive shell ignores TERM).
@@ -455,7 +538,9 @@ int command_run(const std::vector<std::string>& args) {
     if (forwarded && std::chrono::steady_clock::now() > killed_at) ::kill(child, SIGKILL);
     if (g_signal) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  int child_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  int child_status = lost_child             ? kExitFailed
+                     : WIFEXITED(status)    ? WEXITSTATUS(status)
+                                            : 128 + WTERMSIG(status);
   if (g_signal) say(fmt::format("caught signal {}; restoring", static_cast<int>(g_signal)));
   int restored = restore_held();
   if (restored != kExitOk && child_status == 0) return kExitFailed;
@@ -466,8 +551,13 @@ int command_list() {
   Sysfs sysfs;
   std::vector<Bdf> devices;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(kPciDevices, ec)) {
-    if (auto bdf = parse_bdf(entry.path().filename().string())) devices.push_back(*bdf);
+  for (fs::directory_iterator it(kPciDevices, ec), end; !ec && it != end; it.increment(ec)) {
+    if (auto bdf = parse_bdf(it->path().filename().string())) devices.push_back(*bdf);
+  }
+  // A machine without PCI has nothing to list; anything else is an error.
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    say(make_error(ec.value(), fmt::format("cannot list {}", kPciDevices)));
+    return kExitFailed;
   }
   std::sort(devices.begin(), devices.end());
   fmt::print("{:<13} {:<9} {:<12} {:>5}  {}\n", "device", "id", "driver", "group", "vfio-setup");
@@ -475,7 +565,8 @@ int command_list() {
     auto group = sysfs.iommu_group(bdf);
     std::string held;
     if (auto recorded = load_state(bdf.str()); !recorded) {
-      held = "CORRUPT STATE FILE";
+      // State files are root's: one a user cannot read is not known to be corrupt.
+      held = recorded.error().errnum != 0 ? "STATE FILE UNREADABLE" : "CORRUPT STATE FILE";
     } else if (const auto& state = *recorded) {
       held = fmt::format("held (was on {})", state->driver.empty() ? "no driver" : state->driver);
     }
@@ -490,69 +581,93 @@ fs::path nr_hugepages(unsigned kib) {
   return fs::path(fmt::format("/sys/kernel/mm/hugepages/hugepages-{}kB/nr_hugepages", kib));
 }
 
-// A decimal count, surrounding whitespace allowed; nullopt for anything else.
-std::optional<unsigned> parse_count(std::string_view text) {
+// A decimal count, surrounding whitespace allowed. No syscall behind it, so
+// the error has no errno; `operation` says where the text came from.
+Result<unsigned> parse_count(std::string_view text, std::string operation) {
   text = text::trim(text);
   unsigned value = 0;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) {
+    return std::unexpected(make_error(0, std::move(operation), fmt::format("'{}' is not a count", text)));
+  }
   return value;
 }
 
-std::optional<unsigned> read_count(const fs::path& path) {
-  auto text = read_text(path);
-  if (!text) return std::nullopt;
-  return parse_count(*text);
+// The pages in the pool of `kib` pages now; nullopt when the kernel has no
+// such pool.
+Result<std::optional<unsigned>> pool_pages(unsigned kib) {
+  const fs::path file = nr_hugepages(kib);
+  auto text = read_if_present(file);
+  if (!text) return std::unexpected(text.error());
+  if (!*text) return std::optional<unsigned>();
+  auto count = parse_count(**text, "read " + file.string());
+  if (!count) return std::unexpected(count.error());
+  return std::optional<unsigned>(*count);
 }
 
 int command_hugepages(const std::vector<std::string>& args) {
-  if (::geteuid() != 0) {
-    say("must run as root: reserving hugepages writes to sysfs");
+  if (auto root = require_root("hugepages", "reserving hugepages writes to sysfs"); !root) {
+    say(root.error());
     return kExitFailed;
   }
+  constexpr const char* kUsage = "usage: hugepages [--2m N] [--1g N] | hugepages --release";
   unsigned want_2m = 16, want_1g = 1;
   bool release = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
-    auto count = [&]() -> std::optional<unsigned> {
-      if (i + 1 >= args.size()) return std::nullopt;
-      return parse_count(args[++i]);
-    };
-    std::optional<unsigned> value;
     if (args[i] == "--release") {
       release = true;
-      continue;
-    } else if (args[i] == "--2m" && (value = count())) {
-      want_2m = *value;
-    } else if (args[i] == "--1g" && (value = count())) {
-      want_1g = *value;
+    } else if ((args[i] == "--2m" || args[i] == "--1g") && i + 1 < args.size()) {
+      auto count = parse_count(args[i + 1], "hugepages " + args[i]);
+      if (!count) {
+        say(count.error());
+        say(kUsage);
+        return kExitUsage;
+      }
+      (args[i] == "--2m" ? want_2m : want_1g) = *count;
+      ++i;
     } else {
-      say("usage: hugepages [--2m N] [--1g N] | hugepages --release");
+      say(kUsage);
       return kExitUsage;
     }
   }
-  auto now_2m = read_count(nr_hugepages(2048));
-  auto now_1g = read_count(nr_hugepages(1048576));
+  auto pool_2m = pool_pages(2048);
+  if (!pool_2m) {
+    say(pool_2m.error());
+    return kExitFailed;
+  }
+  auto pool_1g = pool_pages(1048576);
+  if (!pool_1g) {
+    say(pool_1g.error());
+    return kExitFailed;
+  }
+  const std::optional<unsigned> now_2m = *pool_2m;
+  const std::optional<unsigned> now_1g = *pool_1g;
+  const fs::path state_path = hugepage_state_file();
 
   if (release) {
-    auto text = read_text(hugepage_state_file());
+    auto text = read_if_present(state_path);
     if (!text) {
+      say(text.error());
+      return kExitFailed;
+    }
+    if (!*text) {
       say("hugepages: nothing recorded; counts left as they are");
       return kExitOk;
     }
-    auto state = parse_hugepage_state(*text);
+    auto state = parse_hugepage_state(**text);
     if (!state) {
-      say(fmt::format("{} is corrupt ({}); not trusting it", hugepage_state_file().string(), state.error().context));
+      say(make_error(0, "hugepages --release",
+                     fmt::format("{} is corrupt ({}); not trusting it", state_path.string(), state.error().context)));
       return kExitFailed;
     }
     Result<void> done;
     if (now_2m) done = write_sysfs(nr_hugepages(2048), std::to_string(state->pages_2m));
     if (done && now_1g) done = write_sysfs(nr_hugepages(1048576), std::to_string(state->pages_1g));
+    if (done) done = remove_state(state_path);
     if (!done) {
-      say(done.error().message());
+      say(done.error());
       return kExitFailed;
     }
-    std::error_code ec;
-    fs::remove(hugepage_state_file(), ec);
     say(fmt::format("hugepages: back to {} x 2 MiB, {} x 1 GiB", state->pages_2m, state->pages_1g));
     return kExitOk;
   }
@@ -563,20 +678,31 @@ int command_hugepages(const std::vector<std::string>& args) {
   }
   // Keep the first recorded counts: a second reserve must not make the
   // reserved counts look like the original ones.
-  if (!fs::exists(hugepage_state_file())) {
+  std::error_code ec;
+  const bool recorded = fs::exists(state_path, ec);
+  if (ec) {
+    say(make_error(ec.value(), "cannot check " + state_path.string()));
+    return kExitFailed;
+  }
+  if (!recorded) {
     HugepageState previous{*now_2m, now_1g.value_or(0)};
-    if (auto written = write_state(hugepage_state_file(), serialize(previous)); !written) {
-      say(written.error().message());
+    if (auto written = write_state(state_path, serialize(previous)); !written) {
+      say(written.error());
       return kExitFailed;
     }
   }
   Result<void> done = write_sysfs(nr_hugepages(2048), std::to_string(std::max(want_2m, *now_2m)));
   if (done && now_1g && want_1g > *now_1g) done = write_sysfs(nr_hugepages(1048576), std::to_string(want_1g));
-  auto got_2m = read_count(nr_hugepages(2048)).value_or(0);
-  auto got_1g = read_count(nr_hugepages(1048576)).value_or(0);
+  // A count that cannot be read back counts as nothing reserved.
+  auto pages_now = [](unsigned kib) {
+    auto pages = pool_pages(kib);
+    return pages && *pages ? **pages : 0u;
+  };
+  auto got_2m = pages_now(2048);
+  auto got_1g = pages_now(1048576);
   say(fmt::format("hugepages: {} x 2 MiB (asked {}), {} x 1 GiB (asked {}){}", got_2m, want_2m, got_1g, want_1g,
                   now_1g ? "" : "; no 1 GiB pages on this machine"));
-  if (!done) say(done.error().message());
+  if (!done) say(done.error());
   if (!done || got_2m < want_2m || (now_1g && got_1g < want_1g)) {
     say("hugepages: fewer pages than asked (memory too fragmented? reserve them on the kernel command line)");
     return kExitFailed;

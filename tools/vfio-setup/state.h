@@ -21,8 +21,8 @@ struct DeviceState {
 };
 
 std::string serialize(const DeviceState& state);
-// Errors (errnum 0, the text in Error::context) name what is wrong (missing header, bad checksum, missing or
-// unknown key, bad value).
+// The error has no errno (no syscall behind it); its context names what is
+// wrong (missing header, bad checksum, missing or unknown key, bad value).
 Result<DeviceState> parse_device_state(std::string_view text);
 
 struct HugepageState {
