@@ -9,10 +9,30 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 namespace vfiolab {
 namespace {
+
+// VFIO_DEVICE_BIND_IOMMUFD's argument with the VF token that newer kernels
+// take (VFIO_DEVICE_BIND_FLAG_TOKEN). Spelled out here so a build against
+// older uAPI headers still sends it: the running kernel decides, and one
+// without the flag refuses it (EINVAL for any flag).
+struct BindWithToken {
+  std::uint32_t argsz;
+  std::uint32_t flags;
+  std::int32_t iommufd;
+  std::uint32_t out_devid;
+  alignas(8) std::uint64_t token_uuid_ptr;
+};
+static_assert(offsetof(BindWithToken, out_devid) == offsetof(vfio_device_bind_iommufd, out_devid));
+static_assert(offsetof(BindWithToken, token_uuid_ptr) == 16);
+constexpr std::uint32_t kBindFlagToken = 1u << 0;
+#ifdef VFIO_DEVICE_BIND_FLAG_TOKEN
+static_assert(VFIO_DEVICE_BIND_FLAG_TOKEN == kBindFlagToken);
+static_assert(offsetof(vfio_device_bind_iommufd, token_uuid_ptr) == offsetof(BindWithToken, token_uuid_ptr));
+#endif
 
 constexpr std::uint16_t kCommandBusMaster = 1u << 2;
 // BARs are mapped at an address aligned to their size (up to 1 GiB) so the
@@ -68,7 +88,8 @@ Error PciDevice::error_here(int errnum, std::string operation, std::string detai
   return device_error(errnum, bdf_.str(), std::move(operation), std::move(context));
 }
 
-Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, std::shared_ptr<Iommu> iommu) {
+Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, std::shared_ptr<Iommu> iommu,
+                                                   const std::optional<VfToken>& vf_token) {
   auto bdf = parse_bdf(bdf_text);
   if (!bdf) return std::unexpected(bdf.error());
   Sysfs sysfs;
@@ -86,13 +107,14 @@ Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, st
   if (!iommu) return std::unexpected(make_error(EINVAL, "PciDevice::open", "no Iommu given"));
 
   auto device = std::make_unique<PciDevice>(Key{}, *bdf, std::move(iommu));
-  auto opened = device->iommu_->uses_cdev() ? device->open_through_cdev() : device->open_through_group();
+  auto opened =
+      device->iommu_->uses_cdev() ? device->open_through_cdev(vf_token) : device->open_through_group(vf_token);
   if (!opened) return std::unexpected(opened.error());
   if (auto ready = device->read_info_and_map_bars(); !ready) return std::unexpected(ready.error());
   return device;
 }
 
-Result<void> PciDevice::open_through_group() {
+Result<void> PciDevice::open_through_group(const std::optional<VfToken>& vf_token) {
   Sysfs sysfs;
   auto group = sysfs.iommu_group(bdf_);
   if (!group) {
@@ -100,16 +122,18 @@ Result<void> PciDevice::open_through_group() {
   }
   auto group_fd = iommu_->attach_group(*group);
   if (!group_fd) return std::unexpected(group_fd.error());
+  // vfio-pci reads a token from the name: "BDF vf_token=UUID".
   std::string name = bdf_.str();
+  if (vf_token) name += " vf_token=" + vf_token->str();
   device_.reset(::ioctl(*group_fd, VFIO_GROUP_GET_DEVICE_FD, name.c_str()));
   if (!device_) {
     const int err = errno;
-    return std::unexpected(error_here(err, "VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {}", *group)));
+    return std::unexpected(error_here(err, "VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {} '{}'", *group, name)));
   }
   return {};
 }
 
-Result<void> PciDevice::open_through_cdev() {
+Result<void> PciDevice::open_through_cdev(const std::optional<VfToken>& vf_token) {
   Sysfs sysfs;
   auto cdev = sysfs.vfio_cdev(bdf_);
   if (!cdev) {
@@ -123,12 +147,17 @@ Result<void> PciDevice::open_through_cdev() {
     return std::unexpected(error_here(err, "open " + path));
   }
 
-  vfio_device_bind_iommufd bind{};
+  BindWithToken bind{};
   bind.argsz = sizeof(bind);
   bind.iommufd = iommu_->iommufd();
+  if (vf_token) {
+    bind.flags = kBindFlagToken;
+    bind.token_uuid_ptr = reinterpret_cast<std::uintptr_t>(vf_token->bytes.data());
+  }
   if (::ioctl(device_.get(), VFIO_DEVICE_BIND_IOMMUFD, &bind) != 0) {
     const int err = errno;
-    return std::unexpected(error_here(err, "VFIO_DEVICE_BIND_IOMMUFD"));
+    return std::unexpected(
+        error_here(err, "VFIO_DEVICE_BIND_IOMMUFD", vf_token ? "with VF token " + vf_token->str() : std::string()));
   }
   devid_ = bind.out_devid;
   return attach_ioas(iommu_->ioas_id());
@@ -141,6 +170,21 @@ Result<void> PciDevice::attach_ioas(std::uint32_t pt_id) {
   if (::ioctl(device_.get(), VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach) != 0) {
     const int err = errno;
     return std::unexpected(error_here(err, "VFIO_DEVICE_ATTACH_IOMMUFD_PT", fmt::format("pt_id {}", pt_id)));
+  }
+  return {};
+}
+
+Result<void> PciDevice::set_vf_token(const VfToken& token) {
+  // vfio_device_feature with the UUID as its data[].
+  alignas(vfio_device_feature) std::byte buffer[sizeof(vfio_device_feature) + sizeof(token.bytes)]{};
+  vfio_device_feature header{};
+  header.argsz = sizeof(buffer);
+  header.flags = VFIO_DEVICE_FEATURE_SET | VFIO_DEVICE_FEATURE_PCI_VF_TOKEN;
+  std::memcpy(buffer, &header, sizeof(header));
+  std::memcpy(buffer + sizeof(header), token.bytes.data(), sizeof(token.bytes));
+  if (::ioctl(device_.get(), VFIO_DEVICE_FEATURE, buffer) != 0) {
+    const int err = errno;
+    return std::unexpected(error_here(err, "VFIO_DEVICE_FEATURE_PCI_VF_TOKEN", "set " + token.str()));
   }
   return {};
 }

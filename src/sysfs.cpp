@@ -145,6 +145,20 @@ std::optional<unsigned> Sysfs::read_unsigned(const fs::path& file) const {
 
 std::optional<unsigned> Sysfs::sriov_numvfs(const Bdf& bdf) const { return read_unsigned(device_dir(bdf) / "sriov_numvfs"); }
 
+std::optional<Bdf> Sysfs::sriov_vf(const Bdf& pf, unsigned index) const {
+  auto name = link_name(device_dir(pf) / ("virtfn" + std::to_string(index)));
+  if (!name) return std::nullopt;
+  auto bdf = parse_bdf(*name);
+  return bdf ? std::optional<Bdf>(*bdf) : std::nullopt;
+}
+
+std::optional<Bdf> Sysfs::sriov_pf(const Bdf& vf) const {
+  auto name = link_name(device_dir(vf) / "physfn");
+  if (!name) return std::nullopt;
+  auto bdf = parse_bdf(*name);
+  return bdf ? std::optional<Bdf>(*bdf) : std::nullopt;
+}
+
 std::optional<unsigned> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
   return read_unsigned(device_dir(bdf) / "sriov_totalvfs");
 }

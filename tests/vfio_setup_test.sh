@@ -3,19 +3,28 @@
 # device must start on its own kernel driver (or be held by vfio-setup, which
 # the first case undoes). Each case checks the driver binding afterwards.
 #
-#   vfio_setup_test.sh DEVICE_BDF [--conflict BDF]
+#   vfio_setup_test.sh DEVICE_BDF [--conflict BDF] [--sriov PF_BDF]
 #
 # --conflict names a device whose IOMMU group also holds a device on a host
-# driver: binding it alone must be refused. KTAP on stdout; exit 0 pass,
-# 1 fail, 4 skip.
+# driver: binding it alone must be refused. --sriov names an SR-IOV PF for
+# the VF cases (VFs made by run --vfs and put back, also after SIGKILL);
+# the PF is left bound to vfio-pci by vfio-setup afterwards. KTAP on stdout;
+# exit 0 pass, 1 fail, 4 skip.
 set -u
 
-device=${1:-${VFIO_SELFTESTS_BDF:-}}
+device=${VFIO_SELFTESTS_BDF:-}
 conflict=""
-[ "${2:-}" = "--conflict" ] && conflict=${3:-}
+sriov_pf=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --conflict) conflict=${2:-}; shift 2 ;;
+        --sriov) sriov_pf=${2:-}; shift 2 ;;
+        *) device=$1; shift ;;
+    esac
+done
 if [ -z "$device" ]; then
     echo "KTAP version 1"
-    echo "1..0 # SKIP usage: vfio_setup_test.sh DEVICE_BDF [--conflict BDF]"
+    echo "1..0 # SKIP usage: vfio_setup_test.sh DEVICE_BDF [--conflict BDF] [--sriov PF_BDF]"
     exit 4
 fi
 
@@ -54,7 +63,7 @@ wait_for_cmd() {  # BDF
 }
 
 echo "KTAP version 1"
-echo "1..12"
+echo "1..16"
 
 # Where the device started, before the lab (or anyone) bound it.
 vfio-setup restore "$device" >"$log" 2>&1
@@ -153,6 +162,7 @@ refused() {  # NAME EXPECTED_TEXT COMMAND...
 refused refuses_malformed_bdf "bad BDF" vfio-setup bind 00:06
 refused refuses_absent_device "no PCI device" vfio-setup bind 0000:00:1e.7
 refused refuses_non_root "must run as root" su -s /bin/sh nobody -c "vfio-setup bind $device"
+refused refuses_vfs_without_sriov "has no SR-IOV" vfio-setup vfs "$device" 1
 if [ -n "$conflict" ]; then
     refused refuses_group_with_host_driver "also holds devices on host drivers" vfio-setup bind "$conflict"
 else
@@ -194,6 +204,72 @@ if [ -e "$pool" ]; then
     fi
 else
     skip "hugepages_reserve_and_release" "no 2 MiB HugeTLB pool on this kernel"
+fi
+
+# SR-IOV: VFs made by run --vfs, and put back by run itself, by restore
+# after a SIGKILL, with vfio-pci's enable_sriov as it was.
+sriov_cases() {
+    numvfs=/sys/bus/pci/devices/$sriov_pf/sriov_numvfs
+    enable=/sys/module/vfio_pci/parameters/enable_sriov
+    vfio-setup restore "$sriov_pf" >"$log" 2>&1
+    pf_driver=$(driver_of "$sriov_pf")
+    vfs_before=$(cat "$numvfs")
+    enable_before=$(cat "$enable" 2>/dev/null)
+    total=$(cat "/sys/bus/pci/devices/$sriov_pf/sriov_totalvfs")
+    echo "# PF $sriov_pf on '${pf_driver:-no driver}', $vfs_before of $total VFs, vfio-pci enable_sriov '$enable_before'"
+
+    vfio-setup run -d "$sriov_pf" --vfs 2 -- sh -c '
+        vf=$(basename "$(readlink /sys/bus/pci/devices/$1/virtfn1)")
+        test "$(cat /sys/bus/pci/devices/$1/sriov_numvfs)" = 2 &&
+        test "$(basename "$(readlink /sys/bus/pci/devices/$vf/driver)")" = vfio-pci && exit 7' sh >"$log" 2>&1
+    status=$?
+    if [ "$status" = 7 ] && [ "$(cat "$numvfs")" = "$vfs_before" ] && [ "$(driver_of "$sriov_pf")" = "$pf_driver" ] &&
+        [ "$(cat "$enable" 2>/dev/null)" = "$enable_before" ]; then
+        echo "# $(grep -m1 ' VFs: ' "$log")"
+        ok "vfs_run_makes_and_removes_vfs"
+    else
+        not_ok "vfs_run_makes_and_removes_vfs" "exit $status (want 7: 2 VFs, VF 1 on vfio-pci), after: $(cat "$numvfs") VFs (want $vfs_before), driver '$(driver_of "$sriov_pf")', enable_sriov '$(cat "$enable" 2>/dev/null)' (want '$enable_before')"
+    fi
+
+    vfio-setup run -d "$sriov_pf" --vfs 3 -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
+    tool=$!
+    made=""
+    for _ in $(seq 100); do
+        [ "$(cat "$numvfs")" = 3 ] && [ -n "$(pidof sleep)" ] && made=yes && break
+        sleep 0.1
+    done
+    kill -KILL "$tool"
+    wait "$tool" 2>/dev/null
+    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+    held=$(cat "$numvfs")
+    vfio-setup restore "$sriov_pf" >"$log" 2>&1
+    status=$?
+    if [ -n "$made" ] && [ "$status" = 0 ] && [ "$(cat "$numvfs")" = "$vfs_before" ] &&
+        [ "$(driver_of "$sriov_pf")" = "$pf_driver" ] && [ "$(cat "$enable" 2>/dev/null)" = "$enable_before" ]; then
+        echo "# $(grep -m1 'VFs' "$log")"
+        ok "vfs_restore_after_sigkill"
+    else
+        not_ok "vfs_restore_after_sigkill" "after SIGKILL with $held VFs (want 3); restore exit $status, $(cat "$numvfs") VFs (want $vfs_before), driver '$(driver_of "$sriov_pf")', enable_sriov '$(cat "$enable" 2>/dev/null)'"
+    fi
+
+    vfio-setup vfs "$sriov_pf" $((total + 1)) >"$log" 2>&1
+    status=$?
+    if [ "$status" = 1 ] && grep -q "offers $total VFs" "$log" && [ "$(cat "$numvfs")" = "$vfs_before" ] &&
+        [ ! -e "$state_dir/$sriov_pf.state" ]; then
+        echo "# $(head -n1 "$log")"
+        ok "vfs_refuses_more_than_total"
+    else
+        not_ok "vfs_refuses_more_than_total" "exit $status (want 1), message must say 'offers $total VFs'"
+    fi
+    # Left as the lab had it: held on vfio-pci.
+    vfio-setup bind "$sriov_pf" >"$log" 2>&1
+}
+if [ -n "$sriov_pf" ]; then
+    sriov_cases
+else
+    for name in vfs_run_makes_and_removes_vfs vfs_restore_after_sigkill vfs_refuses_more_than_total; do
+        skip "$name" "no --sriov PF given"
+    done
 fi
 
 rm -f "$log"

@@ -6,6 +6,8 @@
 namespace vfiolab::setup {
 namespace {
 
+std::string sealed(const std::string& body);
+
 DeviceState e1000e_state() {
   DeviceState state;
   state.bdf = "0000:00:06.0";
@@ -30,6 +32,22 @@ TEST(VfioSetupState, RoundTrips) {
   ASSERT_TRUE(parsed_unbound) << parsed_unbound.error();
   EXPECT_EQ(parsed_unbound->driver, "");
   EXPECT_FALSE(parsed_unbound->sriov_numvfs);
+  EXPECT_FALSE(parsed_unbound->vfio_pci_enable_sriov);
+}
+
+TEST(VfioSetupState, VfioPciEnableSriovRoundTrips) {
+  for (bool before : {false, true}) {
+    DeviceState pf = e1000e_state();
+    pf.driver = "vfio-pci";
+    pf.vfio_pci_enable_sriov = before;
+    auto parsed = parse_device_state(serialize(pf));
+    ASSERT_TRUE(parsed) << parsed.error();
+    EXPECT_EQ(parsed->vfio_pci_enable_sriov, before);
+  }
+  auto bad = parse_device_state(sealed(
+      "vfio-setup device state v1\nbdf=0000:00:09.0\ndriver=vfio-pci\ndriver_override=\nvfio_pci_enable_sriov=Y\n"));
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().context.find("vfio_pci_enable_sriov is not 0 or 1: 'Y'"), std::string::npos) << bad.error();
 }
 
 TEST(VfioSetupState, EveryTornPrefixIsRejected) {

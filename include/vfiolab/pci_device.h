@@ -10,6 +10,7 @@
 #include "vfiolab/irq.h"
 #include "vfiolab/sysfs.h"
 #include "vfiolab/unique_fd.h"
+#include "vfiolab/vf_token.h"
 
 #include <linux/vfio.h>
 #include <sys/types.h>
@@ -65,7 +66,13 @@ class PciDevice {
   // Checks the BDF, that the device exists and is on vfio-pci, then opens
   // it through `iommu` (attaching it to the container or the IOAS) and maps
   // every mmap-able BAR. Errors say which of those failed.
-  static Result<std::unique_ptr<PciDevice>> open(std::string_view bdf, std::shared_ptr<Iommu> iommu);
+  // With a VF token (vf_token.h): an SR-IOV PF takes it as its token when
+  // it has none in use; a VF opens only with its PF's token. The kernel's
+  // own error (EACCES for a wrong or missing token, EINVAL for a device that
+  // is neither PF nor VF, or a kernel whose cdev path takes no token) comes
+  // back unchanged.
+  static Result<std::unique_ptr<PciDevice>> open(std::string_view bdf, std::shared_ptr<Iommu> iommu,
+                                                 const std::optional<VfToken>& vf_token = std::nullopt);
   ~PciDevice();
   PciDevice(const PciDevice&) = delete;
   PciDevice& operator=(const PciDevice&) = delete;
@@ -141,13 +148,17 @@ class PciDevice {
   // device has no bus reset.
   Result<std::vector<HotResetDevice>> hot_reset_info() const;
 
+  // SR-IOV PF: makes `token` the one its VFs must be opened with
+  // (VFIO_DEVICE_FEATURE_PCI_VF_TOKEN).
+  Result<void> set_vf_token(const VfToken& token);
+
   // Native iommufd mode: detach from the IOAS and attach again.
   Result<void> detach_ioas();
   Result<void> attach_ioas(std::uint32_t pt_id);
 
  private:
-  Result<void> open_through_group();
-  Result<void> open_through_cdev();
+  Result<void> open_through_group(const std::optional<VfToken>& vf_token);
+  Result<void> open_through_cdev(const std::optional<VfToken>& vf_token);
   Result<void> read_info_and_map_bars();
   Result<void> set_irq_eventfds(IrqIndex index, const std::vector<int>& fds);
   Result<void> intx_action(std::uint32_t action, std::string_view what);

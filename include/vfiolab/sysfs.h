@@ -64,6 +64,10 @@ class Sysfs {
   // device without SR-IOV.
   std::optional<unsigned> sriov_numvfs(const Bdf& bdf) const;
   std::optional<unsigned> sriov_totalvfs(const Bdf& bdf) const;
+  // The PF's VF number `index` (its virtfnINDEX link), while VFs are enabled.
+  std::optional<Bdf> sriov_vf(const Bdf& pf, unsigned index) const;
+  // A VF's PF (its physfn link); nullopt for a device that is no VF.
+  std::optional<Bdf> sriov_pf(const Bdf& vf) const;
   // What the PCI core says about the device's BARs and its config space:
   // the `resource` file, and the `config` file's bytes (as many as the
   // kernel lets this user read: all of them for root).

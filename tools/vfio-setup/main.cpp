@@ -3,10 +3,12 @@
 //
 //   vfio-setup bind BDF...               record each device's driver, move it to vfio-pci
 //   vfio-setup restore [BDF...]          put back what was recorded (all when none named)
-//   vfio-setup run [-d BDF]... [-s] [-- CMD [ARG...]]
-//                                        bind, run CMD (or a shell with -s) with
+//   vfio-setup run [-d BDF [--vfs N]]... [-s] [-- CMD [ARG...]]
+//                                        bind (and give a PF N VFs), run CMD (or a shell with -s) with
 //                                        VFIO_SELFTESTS_BDF set and the BDFs appended,
 //                                        restore on exit, SIGINT, SIGTERM or SIGHUP
+//   vfio-setup vfs PF COUNT              enable COUNT SR-IOV VFs on PF (0 removes them);
+//                                        restore puts the PF's previous count back
 //   vfio-setup list                      PCI devices, drivers, IOMMU groups, what is held
 //   vfio-setup hugepages [--2m N] [--1g N] | --release
 //                                        reserve HugeTLB pages / give back the previous counts
@@ -55,6 +57,9 @@ constexpr int kExitFailed = 1;
 constexpr int kExitUsage = 2;
 constexpr const char* kPciDevices = "/sys/bus/pci/devices";
 constexpr const char* kVfioPciDriver = "/sys/bus/pci/drivers/vfio-pci";
+// vfio-pci lets a PF's VF count change only while this is Y, in both
+// directions (its sriov_configure answers ENOENT otherwise).
+constexpr const char* kVfioPciEnableSriov = "/sys/module/vfio_pci/parameters/enable_sriov";
 // Drivers that may share an IOMMU group with a vfio-pci device: VFIO accepts
 // them (they manage DMA ownership themselves or do no DMA).
 const std::set<std::string> kGroupSafeDrivers = {"vfio-pci", "pci-stub", "pcieport"};
@@ -276,6 +281,40 @@ Result<void> move_to_vfio_pci(const Sysfs& sysfs, const Bdf& bdf, const DeviceSt
   return std::unexpected(std::move(error));
 }
 
+// vfio-pci's enable_sriov now; nullopt for a kernel without the parameter.
+Result<std::optional<bool>> read_enable_sriov() {
+  auto text = read_if_present(kVfioPciEnableSriov);
+  if (!text) return std::unexpected(text.error());
+  if (!*text) return std::optional<bool>();
+  const std::string value = trimmed(**text);
+  return std::optional<bool>(value == "Y" || value == "1");
+}
+
+// The value enable_sriov had before vfio-setup first turned it on, as some
+// device's state still records it (other than `except`'s).
+Result<std::optional<bool>> recorded_enable_sriov(const std::string& except) {
+  auto names = recorded_devices();
+  if (!names) return std::unexpected(names.error());
+  for (const auto& name : *names) {
+    if (name == except) continue;
+    auto state = load_state(name);
+    if (state && *state && (*state)->vfio_pci_enable_sriov) return (*state)->vfio_pci_enable_sriov;
+  }
+  return std::optional<bool>();
+}
+
+// Turns enable_sriov back off when this state turned it on and no other
+// recorded PF still relies on it (its restore turns it off then).
+Result<void> restore_enable_sriov(const DeviceState& state) {
+  if (state.vfio_pci_enable_sriov != false) return {};
+  auto others = recorded_enable_sriov(state.bdf);
+  if (!others) return std::unexpected(others.error());
+  if (*others) return {};
+  if (auto done = write_sysfs(kVfioPciEnableSriov, "N"); !done) return std::unexpected(done.error());
+  say(fmt::format("vfio-pci enable_sriov: Y -> N"));
+  return {};
+}
+
 // Puts a device back where its state says it was, says so, and forgets the
 // state. On an error the state file stays, for a later restore.
 Result<void> restore_device(const DeviceState& state) {
@@ -292,9 +331,15 @@ Result<void> restore_device(const DeviceState& state) {
   }
   auto before = sysfs.driver(*bdf);
   Result<void> done;
+  // VFs that were not there go first, while the PF is still on the driver
+  // that made them: the kernel changes a count only by way of 0.
+  const auto vfs_now = sysfs.sriov_numvfs(*bdf);
+  if (state.sriov_numvfs && vfs_now.value_or(0) > 0 && vfs_now != state.sriov_numvfs) {
+    done = write_sysfs(dir / "sriov_numvfs", "0");
+  }
   const std::optional<std::string> wanted =
       state.driver.empty() ? std::nullopt : std::optional<std::string>(state.driver);
-  if (before && before != wanted) done = write_sysfs(dir / "driver" / "unbind", state.bdf);
+  if (done && before && before != wanted) done = write_sysfs(dir / "driver" / "unbind", state.bdf);
   // An empty write clears driver_override.
   if (done) done = write_sysfs(dir / "driver_override", state.driver_override.empty() ? "\n" : state.driver_override);
   if (done && wanted && sysfs.driver(*bdf) != wanted) {
@@ -309,15 +354,28 @@ Result<void> restore_device(const DeviceState& state) {
     return std::unexpected(device_error(
         0, state.bdf, "restore", fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted))));
   }
-  if (state.sriov_numvfs.value_or(0) > 0) {
+  if (state.sriov_numvfs.value_or(0) > 0 && sysfs.sriov_numvfs(*bdf) != state.sriov_numvfs) {
     if (auto vfs = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs)); !vfs) {
       return std::unexpected(on_device(state.bdf, "restore", vfs.error()));
     }
   }
+  if (state.sriov_numvfs && sysfs.sriov_numvfs(*bdf) != state.sriov_numvfs) {
+    return std::unexpected(device_error(0, state.bdf, "restore",
+                                        fmt::format("it has {} VFs, not {}", sysfs.sriov_numvfs(*bdf).value_or(0),
+                                                    *state.sriov_numvfs)));
+  }
   if (auto removed = remove_state(state_file(state.bdf)); !removed) {
     return std::unexpected(on_device(state.bdf, "restore", removed.error()));
   }
-  say(fmt::format("{}: {} -> {}", state.bdf, driver_or_none(before), driver_or_none(after)));
+  std::string vfs_said;
+  if (state.sriov_numvfs && vfs_now != state.sriov_numvfs) {
+    vfs_said = fmt::format(", {} -> {} VFs", vfs_now.value_or(0), *state.sriov_numvfs);
+  }
+  say(fmt::format("{}: {} -> {}{}", state.bdf, driver_or_none(before), driver_or_none(after), vfs_said));
+  if (auto parameter = restore_enable_sriov(state); !parameter) {
+    // The device itself is back; only the global parameter stayed on.
+    say(on_device(state.bdf, "restore", parameter.error()));
+  }
   return {};
 }
 
@@ -436,23 +494,50 @@ int command_restore(const std::vector<std::string>& args) {
   return ok ? kExitOk : kExitFailed;
 }
 
+Result<unsigned> parse_count(std::string_view text, std::string operation);
+Result<void> set_vfs(const Bdf& pf, unsigned count);
+
+// Puts back a VF count that `run` changed on a PF held by an earlier bind:
+// the count, that bind's state as it was, and enable_sriov when this run
+// turned it on.
+Result<void> undo_vfs(const DeviceState& before, unsigned count) {
+  if (auto done = set_vfs(*parse_bdf(before.bdf), count); !done) return done;
+  auto now = load_state(before.bdf);
+  if (!now) return std::unexpected(now.error());
+  if (auto written = write_state(state_file(before.bdf), serialize(before)); !written) {
+    return std::unexpected(on_device(before.bdf, "run --vfs", written.error()));
+  }
+  if (*now && (*now)->vfio_pci_enable_sriov && !before.vfio_pci_enable_sriov) {
+    return restore_enable_sriov(**now);
+  }
+  return {};
+}
+
 volatile sig_atomic_t g_signal = 0;
 void remember_signal(int signal) { g_signal = signal; }
 
 int command_run(const std::vector<std::string>& args) {
   std::vector<std::string> bdfs;
+  std::vector<std::pair<std::string, unsigned>> vfs;  // --vfs N for the -d before it
   std::vector<std::string> command;
   bool shell = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "-d" && i + 1 < args.size()) {
       bdfs.push_back(args[++i]);
+    } else if (args[i] == "--vfs" && i + 1 < args.size() && !bdfs.empty()) {
+      auto count = parse_count(args[++i], "run --vfs");
+      if (!count) {
+        say(count.error());
+        return kExitUsage;
+      }
+      vfs.emplace_back(bdfs.back(), *count);
     } else if (args[i] == "-s") {
       shell = true;
     } else if (args[i] == "--") {
       command.assign(args.begin() + static_cast<long>(i) + 1, args.end());
       break;
     } else {
-      say(fmt::format("run: unexpected '{}' (usage: run [-d BDF]... [-s] [-- CMD...])", args[i]));
+      say(fmt::format("run: unexpected '{}' (usage: run [-d BDF [--vfs N]]... [-s] [-- CMD...])", args[i]));
       return kExitUsage;
     }
   }
@@ -470,9 +555,38 @@ int command_run(const std::vector<std::string>& args) {
 
   std::vector<std::string> held;
   int bound = command_bind(bdfs, &held);
+  // VF counts this run changed on PFs an earlier bind holds: their restore
+  // is that bind's, so this run puts its own change back itself.
+  std::vector<std::pair<DeviceState, unsigned>> vfs_undo;
   auto restore_held = [&] {
-    return held.empty() ? kExitOk : command_restore(held);
+    int status = held.empty() ? kExitOk : command_restore(held);
+    for (const auto& [before, count] : vfs_undo) {
+      if (auto undone = undo_vfs(before, count); !undone) {
+        say(undone.error());
+        status = kExitFailed;
+      }
+    }
+    return status;
   };
+  for (const auto& [pf, count] : vfs) {
+    if (bound != kExitOk || g_signal) break;
+    // Bound above, so its state is recorded: either this run's (restore puts
+    // the VFs back with the driver) or an earlier bind's.
+    const std::string name = parse_bdf(pf)->str();
+    if (std::find(held.begin(), held.end(), name) == held.end()) {
+      auto before = load_state(name);
+      if (!before || !*before) {
+        say(before ? device_error(0, name, "run --vfs", "its state file is gone") : before.error());
+        bound = kExitFailed;
+        break;
+      }
+      vfs_undo.emplace_back(**before, Sysfs().sriov_numvfs(*parse_bdf(name)).value_or(0));
+    }
+    if (auto done = set_vfs(*parse_bdf(pf), count); !done) {
+      say(done.error());
+      bound = kExitFailed;
+    }
+  }
   if (bound != kExitOk || g_signal) {
     // A signal during binding: CMD never ran; report the signal as a shell would.
     restore_held();
@@ -710,11 +824,104 @@ int command_hugepages(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+// Gives a PF `count` VFs (0: none). The PF's state is recorded first when
+// nothing is yet, so `restore` puts its previous count back; a PF on
+// vfio-pci needs vfio-pci's enable_sriov, which is turned on and recorded
+// in the same state to be turned off again.
+Result<void> set_vfs(const Bdf& pf, unsigned count) {
+  Sysfs sysfs;
+  const std::string name = pf.str();
+  const auto total = sysfs.sriov_totalvfs(pf);
+  if (!total || *total == 0) {
+    return std::unexpected(device_error(0, name, "vfs", "the device has no SR-IOV (no sriov_totalvfs, or 0)"));
+  }
+  if (count > *total) {
+    return std::unexpected(device_error(0, name, "vfs", fmt::format("it offers {} VFs, not {}", *total, count)));
+  }
+  auto recorded = load_state(name);
+  if (!recorded) return std::unexpected(recorded.error());
+  DeviceState state;
+  if (*recorded) {
+    state = **recorded;
+  } else {
+    auto written = record_state(sysfs, pf);
+    if (!written) return std::unexpected(written.error());
+    state = *written;
+  }
+  if (sysfs.driver(pf) == "vfio-pci") {
+    auto enabled = read_enable_sriov();
+    if (!enabled) return std::unexpected(on_device(name, "vfs", enabled.error()));
+    std::optional<bool> before;
+    if (*enabled == false) {
+      before = false;
+    } else if (*enabled == true && !state.vfio_pci_enable_sriov) {
+      // Another PF's state may say it was off before vfio-setup: this PF
+      // relies on it too, and carries that on.
+      auto inherited = recorded_enable_sriov(name);
+      if (!inherited) return std::unexpected(on_device(name, "vfs", inherited.error()));
+      before = *inherited;
+    }
+    if (before == false && !state.vfio_pci_enable_sriov) {
+      state.vfio_pci_enable_sriov = false;
+      if (auto written = write_state(state_file(name), serialize(state)); !written) {
+        return std::unexpected(on_device(name, "vfs", written.error()));
+      }
+    }
+    if (*enabled == false) {
+      if (auto done = write_sysfs(kVfioPciEnableSriov, "Y"); !done) {
+        return std::unexpected(on_device(name, "vfs", done.error()));
+      }
+      say("vfio-pci enable_sriov: N -> Y (restore turns it off again)");
+    }
+  }
+  const fs::path file = sysfs.device_dir(pf) / "sriov_numvfs";
+  const unsigned now = sysfs.sriov_numvfs(pf).value_or(0);
+  Result<void> done;
+  if (now != count && now > 0) done = write_sysfs(file, "0");
+  if (done && now != count && count > 0) done = write_sysfs(file, std::to_string(count));
+  if (!done) return std::unexpected(on_device(name, "vfs", done.error()));
+  std::string vfs;
+  for (unsigned i = 0; i < count; ++i) {
+    auto vf = sysfs.sriov_vf(pf, i);
+    if (!vf) return std::unexpected(device_error(0, name, "vfs", fmt::format("VF {} has no virtfn{} link", i, i)));
+    vfs += fmt::format("{}{} on {}", vfs.empty() ? "" : ", ", vf->str(), driver_or_none(sysfs.driver(*vf)));
+  }
+  say(fmt::format("{}: {} -> {} VFs{}{}", name, now, count, count ? ": " : "", vfs));
+  return {};
+}
+
+int command_vfs(const std::vector<std::string>& args) {
+  if (args.size() != 2) {
+    say("usage: vfs PF COUNT (0 removes the VFs; restore puts the previous count back)");
+    return kExitUsage;
+  }
+  if (auto root = require_root("vfs", "changing a PF's VFs writes to sysfs"); !root) {
+    say(root.error());
+    return kExitFailed;
+  }
+  auto count = parse_count(args[1], "vfs COUNT");
+  if (!count) {
+    say(count.error());
+    return kExitUsage;
+  }
+  auto pf = present_device(Sysfs(), args[0]);
+  if (!pf) {
+    say(pf.error());
+    return kExitFailed;
+  }
+  if (auto done = set_vfs(*pf, *count); !done) {
+    say(done.error());
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: vfio-setup bind BDF...\n"
              "       vfio-setup restore [BDF...]\n"
-             "       vfio-setup run [-d BDF]... [-s] [-- CMD [ARG...]]\n"
+             "       vfio-setup run [-d BDF [--vfs N]]... [-s] [-- CMD [ARG...]]\n"
+             "       vfio-setup vfs PF COUNT\n"
              "       vfio-setup list\n"
              "       vfio-setup hugepages [--2m N] [--1g N] | --release\n"
              "state: $VFIO_SETUP_STATE_DIR (default /run/vfiolab/vfio-setup)\n");
@@ -730,6 +937,7 @@ int main(int argc, char** argv) {
   if (command == "bind") return command_bind(args);
   if (command == "restore") return command_restore(args);
   if (command == "run") return command_run(args);
+  if (command == "vfs") return command_vfs(args);
   if (command == "list") return command_list();
   if (command == "hugepages") return command_hugepages(args);
   return usage();

@@ -86,6 +86,7 @@ std::string serialize(const DeviceState& state) {
   std::string body = fmt::format("{}\nbdf={}\ndriver={}\ndriver_override={}\n", kDeviceHeader, state.bdf, state.driver,
                                  state.driver_override);
   if (state.sriov_numvfs) body += fmt::format("sriov_numvfs={}\n", *state.sriov_numvfs);
+  if (state.vfio_pci_enable_sriov) body += fmt::format("vfio_pci_enable_sriov={}\n", *state.vfio_pci_enable_sriov ? 1 : 0);
   return seal(std::move(body));
 }
 
@@ -107,6 +108,9 @@ Result<DeviceState> parse_device_state(std::string_view text) {
       auto count = parse_count(key, value);
       if (!count) return std::unexpected(count.error());
       state.sriov_numvfs = *count;
+    } else if (key == "vfio_pci_enable_sriov") {
+      if (value != "0" && value != "1") return bad(fmt::format("{} is not 0 or 1: '{}'", key, value));
+      state.vfio_pci_enable_sriov = value == "1";
     } else {
       return bad(fmt::format("unknown key '{}'", key));
     }

@@ -18,6 +18,9 @@ struct DeviceState {
   std::string driver;           // the driver it was on; empty for none
   std::string driver_override;  // its previous driver_override; empty for none
   std::optional<unsigned> sriov_numvfs;  // VFs enabled before; absent without SR-IOV
+  // vfio-pci's enable_sriov parameter (global) as it was before vfio-setup
+  // turned it on to change this PF's VFs; absent when it did not.
+  std::optional<bool> vfio_pci_enable_sriov;
 };
 
 std::string serialize(const DeviceState& state);
