@@ -79,6 +79,22 @@ TEST_F(FakeSysfs, ReadsIdsDriverGroupAndCdev) {
   EXPECT_EQ(members[1].str(), "0000:00:04.0");
 }
 
+// The kernel's links between a PF and its VFs: virtfnN in the PF's
+// directory, physfn in each VF's (relative, as sysfs makes them).
+TEST_F(FakeSysfs, FollowsVirtfnAndPhysfnLinks) {
+  Sysfs sysfs(root_);
+  const fs::path pf = root_ / "bus/pci/devices/0000:00:04.0";
+  const fs::path vf = root_ / "bus/pci/devices/0000:00:14.2";
+  fs::create_directories(vf);
+  fs::create_directory_symlink("../0000:00:14.2", pf / "virtfn1");
+  fs::create_directory_symlink("../0000:00:04.0", vf / "physfn");
+  Bdf pf_bdf = *parse_bdf("0000:00:04.0");
+  EXPECT_EQ(sysfs.sriov_vf(pf_bdf, 1), parse_bdf("0000:00:14.2").value());
+  EXPECT_FALSE(sysfs.sriov_vf(pf_bdf, 0));
+  EXPECT_EQ(sysfs.sriov_pf(*parse_bdf("0000:00:14.2")), pf_bdf);
+  EXPECT_FALSE(sysfs.sriov_pf(pf_bdf));
+}
+
 TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
   Sysfs sysfs(root_);
   Bdf bdf = *parse_bdf("0000:00:05.0");
