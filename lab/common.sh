@@ -4,6 +4,8 @@ LAB_CACHE=${VFIOLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vfiolab}
 LAB_DEBIAN_KERNEL_PACKAGE=${VFIOLAB_KERNEL_PACKAGE:-linux-source-6.12}
 # Bump when kernel.sh changes how a kernel is built, to invalidate the cache.
 LAB_KERNEL_RECIPE=1
+# The same for how kernel.sh builds a tree's VFIO selftests.
+LAB_SELFTESTS_RECIPE=1
 
 die() {
     echo "$*" >&2

@@ -2,7 +2,10 @@
 # Build the lab guest's initramfs: busybox, the init, the run's plan and
 # settings, and the given programs with the shared libraries they need.
 #
-#   lab/initramfs.sh OUTPUT.cpio ENV_FILE PLAN_FILE [PROGRAM...]
+#   lab/initramfs.sh OUTPUT.cpio ENV_FILE PLAN_FILE [PROGRAM | --tree HOST_DIR:GUEST_DIR]...
+#
+# Programs go to /usr/bin; --tree copies a folder of static programs as it
+# is (the kernel's own selftests, whose names are vfiolab's too).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,9 +53,18 @@ copy_with_libraries() {
     done
 }
 
-for program in "$@"; do
-    [ -x "$program" ] || die "initramfs: '$program' is not an executable file"
-    copy_with_libraries "$program"
+while [ $# -gt 0 ]; do
+    if [ "$1" = --tree ]; then
+        [ $# -ge 2 ] && [[ "$2" == *:/* ]] || die "initramfs: --tree wants HOST_DIR:GUEST_DIR"
+        [ -d "${2%%:*}" ] || die "initramfs: '${2%%:*}' is not a folder"
+        mkdir -p "$root${2#*:}"
+        cp -R "${2%%:*}/." "$root${2#*:}/"
+        shift 2
+        continue
+    fi
+    [ -x "$1" ] || die "initramfs: '$1' is not an executable file"
+    copy_with_libraries "$1"
+    shift
 done
 
 # Uncompressed: the guest kernel copies it, where under TCG inflating even

@@ -3,12 +3,19 @@
 # vfiolab compiles against.
 #
 #   lab/kernel.sh [--source DIR] [--fragment FILE]... [--headers-only] [--quiet]
+#   lab/kernel.sh [--source DIR] --vfio-selftests
 #
 # Prints one line on stdout: the directory holding the artifacts:
 #   bzImage    the kernel (absent with --headers-only)
 #   config     its final .config
 #   usr/include  the installed uAPI headers (make headers_install)
 #   identity   what the cache key was made of
+#
+# --vfio-selftests instead builds the tree's own VFIO selftests
+# (tools/testing/selftests/vfio) against its headers, linked statically for
+# the lab's guest, and prints the directory holding them (bin/, identity,
+# build.log). Exit status 3, with the reason on stderr, for a tree that has
+# none; 1 when they do not build.
 #
 # The default source is Debian's linux-source-6.12, unpacked once into the
 # cache. With --source, any kernel tree is built out of tree (O=), so the
@@ -26,12 +33,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source_dir=""
 fragments=("$here/kernel.config")
 headers_only=0
+vfio_selftests=0
 quiet=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --source) source_dir=$(realpath "$2"); shift 2 ;;
         --fragment) fragments+=("$(realpath "$2")"); shift 2 ;;
         --headers-only) headers_only=1; shift ;;
+        --vfio-selftests) vfio_selftests=1; shift ;;
         --quiet) quiet=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "kernel.sh: unknown argument '$1' (see --help)" ;;
@@ -122,6 +131,60 @@ if [ ! -f "$headers/.complete" ]; then
     ln -sfn "$copy" "$headers"
 fi
 headers=$(realpath "$headers")
+
+# The tree's own VFIO selftests, for lab/run --kernel-selftests.
+build_vfio_selftests() {
+    local suite="$tree/tools/testing/selftests/vfio"
+    if [ ! -f "$suite/Makefile" ]; then
+        echo "kernel tree $tree has no VFIO selftests (no tools/testing/selftests/vfio)" >&2
+        exit 3
+    fi
+    local compiler key out staging extra program
+    compiler=$(gcc --version | head -n1)
+    key=$(printf '%s\n' "vfio-selftests" "$identity" "$compiler" "$LAB_SELFTESTS_RECIPE" \
+        "$(sha256sum <"$here/kselftest-compat.h")" | sha256sum | cut -c1-16)
+    out="$LAB_CACHE/kselftest/$key"
+    if [ -f "$out/.complete" ]; then
+        log "cached VFIO selftests: $out"
+        echo "$out"
+        exit 0
+    fi
+    mkdir -p "$LAB_CACHE/kselftest"
+    staging=$(mktemp -d "$LAB_CACHE/kselftest/staging.XXXXXX")
+    # Static: the guest has busybox and no C library.
+    extra="-static"
+    # Debian's 7.2.13 calls calloc_assert() in lib/vfio_pci_device.c, and
+    # nothing in the tree defines it: the lab supplies it (lab/kselftest-compat.h)
+    # only for a tree that uses it without defining it.
+    if grep -rqw calloc_assert "$suite" &&
+        ! grep -rqE '(define[[:space:]]+calloc_assert|[*][[:space:]]*calloc_assert[[:space:]]*[(][a-z])' "$tree/tools"; then
+        extra+=" -include $here/kselftest-compat.h"
+        echo "calloc_assert: used but not defined in this tree; lab/kselftest-compat.h supplies it" >>"$staging/build.log"
+    fi
+    log "building $suite (static${extra#-static})"
+    # OUTPUT= keeps every object out of the tree.
+    if ! make -C "$suite" -j"$jobs" OUTPUT="$staging/build" KHDR_INCLUDES="-isystem $headers/usr/include" \
+        EXTRA_CFLAGS="$extra" >>"$staging/build.log" 2>&1; then
+        tail -n 20 "$staging/build.log" >&2
+        echo "kernel: the VFIO selftests of $tree did not build (log: $staging/build.log)" >&2
+        exit 1
+    fi
+    mkdir -p "$staging/bin"
+    for program in $(make -s -C "$suite" OUTPUT="$staging/build" KHDR_INCLUDES="-isystem $headers/usr/include" \
+        EXTRA_CFLAGS="$extra" -f Makefile -f - <<<'print-programs: ; @echo $(TEST_GEN_PROGS)' print-programs 2>/dev/null); do
+        [ -x "$program" ] || { echo "kernel: $program was not built" >&2; exit 1; }
+        cp "$program" "$staging/bin/"
+    done
+    [ -n "$(ls -A "$staging/bin")" ] || { echo "kernel: no VFIO selftest programs found in $suite" >&2; exit 1; }
+    printf '%s\n' "$identity" "$compiler" "$extra" >"$staging/identity"
+    rm -rf "$staging/build" "$out"
+    touch "$staging/.complete"
+    mv "$staging" "$out"
+    echo "$out"
+    exit 0
+}
+[ "$vfio_selftests" = 0 ] || build_vfio_selftests
+
 if [ "$headers_only" = 1 ]; then
     echo "$headers"
     exit 0

@@ -10,6 +10,8 @@ packages=(
     linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio rsync xz-utils kmod
     # lab machine
     qemu-system-x86 busybox-static
+    # the kernel's own VFIO selftests, linked statically (lab/run --kernel-selftests)
+    uuid-dev
 )
 
 if ! command -v dpkg-query >/dev/null; then

@@ -156,5 +156,16 @@ TEST(LabPlan, SchedulerRunsAloneEntriesAlone) {
   EXPECT_EQ(rounds({{}, {"group:1"}, {}}, 3), (R{{0, 1, 2}, {}, {}}));
 }
 
+// A kselftest that gives up before its KTAP prints one line and exits 4:
+// that line is the reason. A program with KTAP of its own says why there.
+TEST(LabPlan, WholeSkipReasonIsTheLastLineWithoutKtap) {
+  EXPECT_EQ(whole_skip_reason({"No driver found for device 0000:00:04.0", ""}),
+            "No driver found for device 0000:00:04.0");
+  EXPECT_EQ(whole_skip_reason({"first", "  second  "}), "second");
+  EXPECT_EQ(whole_skip_reason({"KTAP version 1", "1..0 # SKIP no device"}), "");
+  EXPECT_EQ(whole_skip_reason({"TAP version 13", "1..0 # SKIP no device"}), "");
+  EXPECT_EQ(whole_skip_reason({}), "");
+}
+
 }  // namespace
 }  // namespace vfiolab::lab

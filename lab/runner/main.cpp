@@ -334,7 +334,8 @@ class Runner {
     } else if (code == 0) {
       report(e.name, block, "ok", "");
     } else if (code == 4) {
-      report(e.name, block, "ok", " # SKIP");
+      const std::string why = lab::whole_skip_reason(job.lines);
+      report(e.name, block, "ok", why.empty() ? std::string(" # SKIP") : " # SKIP " + why);
     } else {
       block.push_back(fmt::format("# {}: exit status {}", e.name, code));
       report(e.name, block, "not ok", "");

@@ -172,4 +172,16 @@ bool Scheduler::done() const {
   return std::all_of(state_.begin(), state_.end(), [](State s) { return s == State::finished; });
 }
 
+std::string whole_skip_reason(const std::vector<std::string>& output) {
+  for (const auto& line : output) {
+    const std::string_view text = vfiolab::text::trim(line);
+    if (text.starts_with("KTAP version") || text.starts_with("TAP version")) return {};
+  }
+  for (auto line = output.rbegin(); line != output.rend(); ++line) {
+    const std::string_view text = vfiolab::text::trim(*line);
+    if (!text.empty()) return std::string(text);
+  }
+  return {};
+}
+
 }  // namespace vfiolab::lab

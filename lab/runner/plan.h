@@ -89,4 +89,10 @@ class Scheduler {
   std::size_t running_ = 0;
 };
 
+// The reason to give for a program that exited as a whole SKIP (4): none
+// when it printed KTAP of its own (its plan line says why); otherwise its
+// last line of output, as a kselftest prints one with ksft_exit_skip()
+// before any KTAP ("No driver found for device ...").
+std::string whole_skip_reason(const std::vector<std::string>& output);
+
 }  // namespace vfiolab::lab
