@@ -62,6 +62,14 @@ wait_for_cmd() {  # BDF
     return 1
 }
 
+# SIGKILL for the tool started in the background as $tool; the orphaned CMD
+# (a sleep) keeps running after its parent is gone, so it goes too.
+sigkill_tool() {
+    kill -KILL "$tool"
+    wait "$tool" 2>/dev/null
+    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+}
+
 echo "KTAP version 1"
 echo "1..16"
 
@@ -116,10 +124,7 @@ signal_case run_restores_on_sigterm TERM 143
 vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
 tool=$!
 if wait_for_cmd "$device"; then
-    kill -KILL "$tool"
-    wait "$tool" 2>/dev/null
-    # The orphaned CMD keeps running after its parent is gone.
-    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+    sigkill_tool
     held=$(driver_of "$device")
     vfio-setup restore "$device" >"$log" 2>&1
     status=$?
@@ -238,9 +243,7 @@ sriov_cases() {
         [ "$(cat "$numvfs")" = 3 ] && [ -n "$(pidof sleep)" ] && made=yes && break
         sleep 0.1
     done
-    kill -KILL "$tool"
-    wait "$tool" 2>/dev/null
-    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+    sigkill_tool
     held=$(cat "$numvfs")
     vfio-setup restore "$sriov_pf" >"$log" 2>&1
     status=$?
