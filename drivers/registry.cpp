@@ -3,6 +3,7 @@
 
 #include "dsa/dsa.h"
 #include "edu/edu.h"
+#include "igb/igb.h"
 #include "ioat/ioat.h"
 #include "nvme/nvme.h"
 
@@ -18,6 +19,7 @@ std::span<const DriverEntry> driver_registry() {
       {nvme::kName, nvme::probe, nvme::create},
       {ioat::kName, ioat::probe, ioat::create},
       {dsa::kName, dsa::probe, dsa::create},
+      {igb::kName, igb::probe, igb::create},
   };
   return entries;
 }

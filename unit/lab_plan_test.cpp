@@ -165,6 +165,10 @@ TEST(LabPlan, WholeSkipReasonIsTheLastLineWithoutKtap) {
   EXPECT_EQ(whole_skip_reason({"KTAP version 1", "1..0 # SKIP no device"}), "");
   EXPECT_EQ(whole_skip_reason({"TAP version 13", "1..0 # SKIP no device"}), "");
   EXPECT_EQ(whole_skip_reason({}), "");
+  // ksft_exit_skip() before the harness printed its header.
+  EXPECT_EQ(whole_skip_reason({"1..0 # SKIP SR-IOV may not be supported by the PF: 0000:00:09.0", ""}),
+            "SR-IOV may not be supported by the PF: 0000:00:09.0");
+  EXPECT_EQ(whole_skip_reason({"1..0 # SKIP"}), "");
 }
 
 }  // namespace

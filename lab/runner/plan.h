@@ -91,8 +91,9 @@ class Scheduler {
 
 // The reason to give for a program that exited as a whole SKIP (4): none
 // when it printed KTAP of its own (its plan line says why); otherwise its
-// last line of output, as a kselftest prints one with ksft_exit_skip()
-// before any KTAP ("No driver found for device ...").
+// last line of output, as a kselftest prints one before any KTAP ("No
+// driver found for device ..."), or ksft_exit_skip()'s "1..0 # SKIP REASON"
+// without the "1..0 # SKIP".
 std::string whole_skip_reason(const std::vector<std::string>& output);
 
 }  // namespace vfiolab::lab
