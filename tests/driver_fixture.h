@@ -30,6 +30,24 @@ inline constexpr std::chrono::milliseconds kMsiTimeout{2000};
 // DEFAULT_RATELIMIT_INTERVAL, the window of the kernel's fault messages.
 inline constexpr std::chrono::milliseconds kFaultLogWindow{5500};
 
+// Before a fault whose message a test waits for: when the kernel's rate
+// limit on Intel VT-d fault messages has no room left in its window (the
+// log says when it began), wait until the window ends. True when it
+// waited.
+inline bool wait_for_fault_log_room() {
+  auto records = KernelLogReader::read_all();
+  if (!records) return false;
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  const std::uint64_t now_usec = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
+  auto until = intel_fault_log_full_until(*records, now_usec, 2);
+  if (!until) return false;
+  // The printk clock and CLOCK_MONOTONIC agree to well under this margin;
+  // the rate limit counts in jiffies.
+  std::this_thread::sleep_for(std::chrono::microseconds(*until - now_usec) + std::chrono::milliseconds(100));
+  return true;
+}
+
 class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
  protected:
   void SetUp() override {
@@ -134,24 +152,6 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     ADD_FAILURE() << fmt::format("no IOMMU fault logged for {} at IOVA {:#x}..{:#x}, twice; other faults: {}",
                                  device_->name(), iova, iova + size - 1,
                                  faults.empty() ? "none" : fmt::format("{}", fmt::join(faults, " | ")));
-  }
-
-  // Before a fault whose message a test waits for: when the kernel's rate
-  // limit on Intel VT-d fault messages has no room left in its window (the
-  // log says when it began), wait until the window ends. True when it
-  // waited.
-  static bool wait_for_fault_log_room() {
-    auto records = KernelLogReader::read_all();
-    if (!records) return false;
-    timespec now{};
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    const std::uint64_t now_usec = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
-    auto until = intel_fault_log_full_until(*records, now_usec, 2);
-    if (!until) return false;
-    // The printk clock and CLOCK_MONOTONIC agree to well under this margin;
-    // the rate limit counts in jiffies.
-    std::this_thread::sleep_for(std::chrono::microseconds(*until - now_usec) + std::chrono::milliseconds(100));
-    return true;
   }
 
   // Whether the device ran a copy the IOMMU must block: a driver that sees

@@ -30,6 +30,15 @@
 // other cause enabled (IMS), so copies raise none; send_msi() writes EICS
 // bit 0, which the device sends as MSI-X vector 0 and clears again (EIAC).
 //
+// A VF (igbvf): the same copies on the VF's queue 0, through the VF's own
+// registers and MSI-X, and as the VF on the bus. What only the PF controls
+// (the port's reset and link, loopback, the receive filter, which VFs may
+// receive and send) is set up by a VfHost on the PF, which the VF's user
+// opens too (with the VF token). The PF is reset, and every pool but the
+// VF's gets nothing: the filter's one address is the VF's, in its pool.
+// QEMU's model sorts frames into pools (VMDq) and does queue n's DMA as
+// VF n once that VF exists.
+//
 // A failed DMA: QEMU's model drops a frame whose source the IOMMU does not
 // map (the transmit descriptor still completes), and ignores the outcome of
 // its writes (the receive descriptor completes as if the data were
@@ -39,6 +48,7 @@
 
 #include "igb/registers.h"
 #include "vfiolab/mmio.h"
+#include "vfiolab/sysfs.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -74,7 +84,13 @@ constexpr std::uint64_t kPage = 4096;
 constexpr std::uint64_t kMaxTxPerFrame = 1 + kFramePayload / kPage + 1;  // header, pieces split at pages
 // A locally administered unicast address, the loopback frames' source and
 // destination, and the only one the receive filter takes.
-constexpr std::array<std::uint8_t, 6> kLoopbackMac = {0x02, 0x76, 0x66, 0x6c, 0x61, 0x62};
+constexpr Mac kLoopbackMac = {0x02, 0x76, 0x66, 0x6c, 0x61, 0x62};
+// VF n's: the same with 0x70 + n last.
+constexpr Mac vf_mac(unsigned vf) {
+  Mac mac = kLoopbackMac;
+  mac[5] = static_cast<std::uint8_t>(0x70 + vf);
+  return mac;
+}
 // IEEE 802 Local Experimental Ethertype 1: no protocol QEMU parses.
 constexpr std::uint16_t kEthertype = 0x88b5;
 
@@ -112,10 +128,129 @@ constexpr auto kLossGrace = std::chrono::milliseconds(100);
 
 std::uint64_t frames_for(std::uint64_t size) { return (size + kFramePayload - 1) / kFramePayload; }
 
+template <typename Condition>
+Result<void> poll(const PciDevice& device, std::string_view what, Clock::duration timeout, Condition done) {
+  const auto deadline = Clock::now() + timeout;
+  while (!done()) {
+    if (Clock::now() >= deadline) {
+      return std::unexpected(device_error(ETIMEDOUT, device.name(), "igb", fmt::format("{}: timed out", what)));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  return {};
+}
+
+// Whether this process may reset the 82576 PF `pf` and put it in loopback:
+// QEMU's model always, a real port only when named in kOptInVariable.
+Result<void> check_consent(const PciDevice& pf) {
+  auto subsystem_vendor = pf.config_read<std::uint16_t>(kPciSubsystemVendorId);
+  if (!subsystem_vendor) return std::unexpected(subsystem_vendor.error());
+  auto subsystem = pf.config_read<std::uint16_t>(kPciSubsystemId);
+  if (!subsystem) return std::unexpected(subsystem.error());
+  if (*subsystem_vendor == kSubsystemVendorQemu && *subsystem == kSubsystemQemu) return {};
+  const char* allowed = std::getenv(kOptInVariable);
+  if (allowed && pf.name() == allowed) return {};
+  Error error = device_error(
+      EPERM, pf.name(), "igb init",
+      fmt::format("refusing to run: {:04x}:{:04x} with subsystem {:04x}:{:04x} is not QEMU's igb, and the "
+                  "driver resets the port and puts it in MAC loopback. To allow it, set {}={}",
+                  pf.vendor_id(), pf.device_id(), *subsystem_vendor, *subsystem, kOptInVariable, pf.name()));
+  error.unsupported = true;
+  return std::unexpected(std::move(error));
+}
+
+// The number of VFs the PF has enabled (0 without SR-IOV).
+Result<unsigned> enabled_vfs(const PciDevice& pf) {
+  auto sriov = pf.find_ext_capability(kPciExtCapSriov);
+  if (!sriov) return std::unexpected(sriov.error());
+  if (!*sriov) return 0u;
+  auto vfs = pf.config_read<std::uint16_t>(**sriov + kSriovNumVfs);
+  if (!vfs) return std::unexpected(vfs.error());
+  return *vfs;
+}
+
+// What the PF controls for the whole port, for the PF's own copies and for
+// a VF's: the reset, the link, loopback and the receive filter.
+class Port {
+ public:
+  Port(const PciDevice& pf, Mmio bar0) : pf_(pf), bar0_(bar0) {}
+
+  // Masks interrupts, stops the queues' DMA (GIO master disable) and resets
+  // the MAC (CTRL.RST): every register back to its default, no queue or
+  // interrupt cause enabled, the link down. With VFs enabled, theirs too.
+  Result<void> reset() const {
+    write32(kImc, ~0u);
+    write32(kEimc, ~0u);
+    write32(kRctl, 0);
+    write32(kTctl, read32(kTctl) & ~kTctlEnable);
+    write32(kCtrl, read32(kCtrl) | kCtrlGioMasterDisable);
+    // The reset follows whether or not the master disable completes in time.
+    (void)poll(pf_, "GIO master disable", kQueueTimeout,
+               [&] { return !(read32(kStatus) & kStatusGioMasterEnable); });
+    write32(kCtrl, read32(kCtrl) | kCtrlReset);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // no register access right after the reset
+    if (auto r = poll(pf_, "CTRL.RST", kResetTimeout, [&] { return !(read32(kCtrl) & kCtrlReset); }); !r) return r;
+    write32(kImc, ~0u);
+    write32(kEimc, ~0u);
+    return {};
+  }
+
+  // MSI-X mode, which a VF's vectors need too; no cause enabled.
+  void msix_mode() const {
+    write32(kGpie, kGpieNsicr | kGpieMsixMode | kGpiePba);
+    write32(kIms, 0);
+    (void)read32(kEicr);  // read to clear
+  }
+
+  // The receiver takes frames only with the link up (STATUS.LU). A real
+  // port in MAC loopback gets it from CTRL.SLU with speed and duplex forced;
+  // QEMU's model from auto-negotiation, restarted in the PHY.
+  Result<void> start_link() const {
+    write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
+                       kCtrlFullDuplex);
+    write32(kMdic, mdic_write(kPhyControl,
+                              kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex));
+    if (auto r = poll(pf_, "MDIC write", kQueueTimeout, [&] { return (read32(kMdic) & kMdicReady) != 0; }); !r) {
+      return r;
+    }
+    if (const std::uint32_t mdic = read32(kMdic); mdic & kMdicError) {
+      return std::unexpected(
+          device_error(EIO, pf_.name(), "igb init", fmt::format("PHY control write failed: MDIC {:#x}", mdic)));
+    }
+    return {};
+  }
+
+  // Exact match on one address, nothing else: no promiscuous modes, no
+  // broadcast, an empty multicast table. `pool_bits` (RAH.POOLSEL) are the
+  // pools it goes to when pools are on (VMDq).
+  void filter_exactly(const Mac& mac, std::uint32_t pool_bits) const {
+    for (unsigned n = 0; n < kMtaEntries; ++n) write32(kMta + 4 * n, 0);
+    for (unsigned n = 1; n < kRaEntries; ++n) write32(rah(n), 0);
+    write32(ral(0), mac[0] | (mac[1] << 8) | (mac[2] << 16) | (std::uint32_t{mac[3]} << 24));
+    write32(rah(0), mac[4] | (mac[5] << 8) | pool_bits | kRahAddressValid);
+  }
+
+  // Receive (frames up to kMaxFrame, CRC stripped) and transmit on, and
+  // what is transmitted is received again (MAC loopback).
+  void enable_loopback() const {
+    write32(kRlpml, kMaxFrame + kFcsSize);
+    write32(kRctl, kRctlEnable | kRctlLongPackets | kRctlMacLoopback | kRctlStripCrc);
+    write32(kTctl, read32(kTctl) | kTctlEnable | kTctlPadShortPackets);
+  }
+
+  std::uint32_t read32(std::uint32_t offset) const { return bar0_.read32(offset); }
+  void write32(std::uint32_t offset, std::uint32_t value) const { bar0_.write32(offset, value); }
+
+ private:
+  const PciDevice& pf_;
+  Mmio bar0_;
+};
+
 class IgbDriver final : public Driver {
  public:
-  using Driver::Driver;
-  std::string_view name() const override { return kName; }
+  // The PF's driver when `host` is null, else the driver of host's VF.
+  IgbDriver(PciDevice& device, VfHost* host) : Driver(device), host_(host) {}
+  std::string_view name() const override { return host_ ? kVfName : kName; }
   std::uint64_t region_size() const override { return kRegionSize; }
   // See the top of this file: a blocked read loses a frame, which the
   // driver reports, but a blocked write completes like any other.
@@ -123,25 +258,45 @@ class IgbDriver final : public Driver {
   ~IgbDriver() override { (void)remove(); }
 
  protected:
-  Result<void> may_drive() const override { return check_consent(); }
+  Result<void> may_drive() const override {
+    if (!host_) return check_consent(device());
+    // The host checked the consent for its PF; this must be its VF.
+    auto vf = Sysfs().sriov_vf(host_->pf().bdf(), host_->vf());
+    if (!vf || *vf != device().bdf()) {
+      return std::unexpected(driver_error(
+          EINVAL, "igbvf init",
+          fmt::format("this is not VF {} of the host's PF {} (that is {})", host_->vf(), host_->pf().name(),
+                      vf ? vf->str() : std::string("absent"))));
+    }
+    return {};
+  }
 
   Result<void> do_init() override {
     if (!bar0_) return std::unexpected(driver_error(ENODEV, "igb init", "BAR0 is not mapped"));
     if (region().iova % 128) {
       return std::unexpected(driver_error(EINVAL, "igb init", "the region's IOVA is not 128-byte aligned"));
     }
-    if (auto r = check_no_vfs(); !r) return r;
-    if (auto r = reset(); !r) return r;
+    if (host_) {
+      // The PF's state is the host's; the VF resets itself, and the host
+      // answers that (its receive and transmit enables, cleared by it).
+      if (auto r = reset_vf(); !r) return r;
+      host_->vf_reset_done();
+    } else {
+      if (auto r = check_no_vfs(); !r) return r;
+      if (auto r = port().reset(); !r) return r;
+      reset_rings();
+    }
     std::memset(region_at(0), 0, kRegionSize);
     if (auto r = device().enable_irqs(IrqIndex::msix, 1); !r) return r;
     set_up_interrupts();
-    if (auto r = start_link(); !r) return r;
-    set_up_receive_filter();
+    if (!host_) {
+      if (auto r = port().start_link(); !r) return r;
+      port().filter_exactly(kLoopbackMac, 0);
+      write32(kMrqc, 0);  // one queue: no RSS, no VMDq pools
+    }
     if (auto r = set_up_queues(); !r) return r;
-    write32(kRlpml, kMaxFrame + kFcsSize);
-    write32(kRctl, kRctlEnable | kRctlLongPackets | kRctlMacLoopback | kRctlStripCrc);
-    write32(kTctl, read32(kTctl) | kTctlEnable | kTctlPadShortPackets);
-    write_header();
+    if (!host_) port().enable_loopback();
+    write_header(host_ ? host_->mac() : kLoopbackMac);
     if (auto r = wait_for_link(); !r) return r;
     if (auto r = self_test(); !r) return r;
     set_limits(kMaxCopy, kMaxCount, kMsiVector);
@@ -151,7 +306,7 @@ class IgbDriver final : public Driver {
   void do_remove() override {
     // Best effort: the reset stops the device's DMA whatever its outcome,
     // and remove() has nothing to report it to.
-    if (bar0_) (void)reset();
+    if (bar0_) (void)(host_ ? reset_vf() : port().reset());
     (void)device().disable_irqs(IrqIndex::msix);
   }
 
@@ -178,7 +333,7 @@ class IgbDriver final : public Driver {
       }
     }
     std::atomic_thread_fence(std::memory_order_release);  // the descriptors before the tail
-    write32(rdt(kQueue), rx_tail_);
+    write32(queue_.rdt(), rx_tail_);
 
     auto* tx = region_at<TxDescriptor>(kTxRingOffset);
     auto put = [&](const TxDescriptor& descriptor) {
@@ -204,7 +359,7 @@ class IgbDriver final : public Driver {
       }
     }
     std::atomic_thread_fence(std::memory_order_release);
-    write32(tdt(kQueue), tx_tail_);
+    write32(queue_.tdt(), tx_tail_);
     return {};
   }
 
@@ -237,32 +392,13 @@ class IgbDriver final : public Driver {
   }
 
  private:
-  Result<void> check_consent() const {
-    auto subsystem_vendor = device().config_read<std::uint16_t>(kPciSubsystemVendorId);
-    if (!subsystem_vendor) return std::unexpected(subsystem_vendor.error());
-    auto subsystem = device().config_read<std::uint16_t>(kPciSubsystemId);
-    if (!subsystem) return std::unexpected(subsystem.error());
-    if (*subsystem_vendor == kSubsystemVendorQemu && *subsystem == kSubsystemQemu) return {};
-    const char* allowed = std::getenv(kOptInVariable);
-    if (allowed && device().name() == allowed) return {};
-    Error error = driver_error(
-        EPERM, "igb init",
-        fmt::format("refusing to run: {:04x}:{:04x} with subsystem {:04x}:{:04x} is not QEMU's igb, and the "
-                    "driver resets the port and puts it in MAC loopback. To allow it, set {}={}",
-                    device().vendor_id(), device().device_id(), *subsystem_vendor, *subsystem, kOptInVariable,
-                    device().name()));
-    error.unsupported = true;
-    return std::unexpected(std::move(error));
-  }
+  Port port() const { return Port(device(), bar0_); }
 
   // With VFs enabled, queue n belongs to VF n % 8: QEMU's model then reads
   // and writes queue 0's descriptors and buffers as VF 0, through VF 0's
   // IOMMU domain, not the PF's.
   Result<void> check_no_vfs() const {
-    auto sriov = device().find_ext_capability(kPciExtCapSriov);
-    if (!sriov) return std::unexpected(sriov.error());
-    if (!*sriov) return {};
-    auto vfs = device().config_read<std::uint16_t>(**sriov + kSriovNumVfs);
+    auto vfs = enabled_vfs(device());
     if (!vfs) return std::unexpected(vfs.error());
     if (*vfs == 0) return {};
     Error error = driver_error(EBUSY, "igb init",
@@ -273,89 +409,65 @@ class IgbDriver final : public Driver {
     return std::unexpected(std::move(error));
   }
 
-  // Masks interrupts, stops the queues' DMA (GIO master disable) and resets
-  // the MAC (CTRL.RST): every register back to its default, no queue or
-  // interrupt cause enabled, the link down.
-  Result<void> reset() {
-    write32(kImc, ~0u);
+  // A VF's own reset (VTCTRL.RST): its queues stop, and the PF learns of
+  // it (VFLRE) and must enable the VF's receive and transmit again.
+  Result<void> reset_vf() {
     write32(kEimc, ~0u);
-    write32(kRctl, 0);
-    write32(kTctl, read32(kTctl) & ~kTctlEnable);
-    write32(kCtrl, read32(kCtrl) | kCtrlGioMasterDisable);
-    // The reset follows whether or not the master disable completes in time.
-    (void)poll("GIO master disable", kQueueTimeout, [&] { return !(read32(kStatus) & kStatusGioMasterEnable); });
-    write32(kCtrl, read32(kCtrl) | kCtrlReset);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // no register access right after the reset
-    if (auto r = poll("CTRL.RST", kResetTimeout, [&] { return !(read32(kCtrl) & kCtrlReset); }); !r) return r;
-    write32(kImc, ~0u);
+    write32(kCtrl, kVfResetBit);
+    if (auto r = poll(device(), "VTCTRL.RST", kResetTimeout, [&] { return !(read32(kCtrl) & kVfResetBit); }); !r) {
+      return r;
+    }
     write32(kEimc, ~0u);
-    rx_tail_ = rx_clean_ = 0;
-    tx_tail_ = tx_last_ = 0;
-    frames_total_ = frames_done_ = 0;
+    reset_rings();
     return {};
   }
 
+  void reset_rings() {
+    rx_tail_ = rx_clean_ = 0;
+    tx_tail_ = tx_last_ = 0;
+    frames_total_ = frames_done_ = 0;
+  }
+
+  // MSI-X vector 0 (the VF's own vector 0 on a VF): no throttling, so
+  // every EICS write is a message; no queue raises it, and it clears
+  // itself (EIAC). The PF also sets the port's MSI-X mode, which the host
+  // does for a VF.
   void set_up_interrupts() {
-    write32(kGpie, kGpieNsicr | kGpieMsixMode | kGpiePba);
-    write32(eitr(kMsiVector), 0);  // no throttling: every EICS write is a message
-    for (unsigned n = 0; n < kIvarCount; ++n) write32(ivar(n), 0);  // no queue raises a vector
+    if (!host_) port().msix_mode();
+    write32(eitr(kMsiVector), 0);
+    const unsigned ivars = host_ ? 1 : kIvarCount;  // a VF has one IVAR for its queues
+    for (unsigned n = 0; n < ivars; ++n) write32(ivar(n), 0);
     write32(kIvarMisc, 0);
-    write32(kIms, 0);
     (void)read32(kEicr);  // read to clear
     write32(kEiac, 1u << kMsiVector);
     write32(kEims, 1u << kMsiVector);
   }
 
-  // The receiver takes frames only with the link up (STATUS.LU). A real
-  // port in MAC loopback gets it from CTRL.SLU with speed and duplex forced;
-  // QEMU's model from auto-negotiation, restarted in the PHY.
-  Result<void> start_link() {
-    write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
-                       kCtrlFullDuplex);
-    write32(kMdic, mdic_write(kPhyControl,
-                              kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex));
-    if (auto r = poll("MDIC write", kQueueTimeout, [&] { return (read32(kMdic) & kMdicReady) != 0; }); !r) return r;
-    if (const std::uint32_t mdic = read32(kMdic); mdic & kMdicError) {
-      return std::unexpected(driver_error(EIO, "igb init", fmt::format("PHY control write failed: MDIC {:#x}", mdic)));
-    }
-    return {};
-  }
-
   Result<void> wait_for_link() {
-    return poll("link up (STATUS.LU)", kLinkTimeout, [&] { return (read32(kStatus) & kStatusLinkUp) != 0; });
-  }
-
-  // Exact match on the loopback address, nothing else: no promiscuous
-  // modes, no broadcast, an empty multicast table.
-  void set_up_receive_filter() {
-    for (unsigned n = 0; n < kMtaEntries; ++n) write32(kMta + 4 * n, 0);
-    for (unsigned n = 1; n < kRaEntries; ++n) write32(rah(n), 0);
-    const auto& m = kLoopbackMac;
-    write32(ral(0), m[0] | (m[1] << 8) | (m[2] << 16) | (std::uint32_t{m[3]} << 24));
-    write32(rah(0), m[4] | (m[5] << 8) | kRahAddressValid);
-    write32(kMrqc, 0);  // one queue: no RSS, no VMDq pools
+    return poll(device(), "link up (STATUS.LU)", kLinkTimeout,
+                [&] { return (read32(kStatus) & kStatusLinkUp) != 0; });
   }
 
   Result<void> set_up_queues() {
-    write32(rxdctl(kQueue), read32(rxdctl(kQueue)) & ~kQueueEnable);
-    write32(txdctl(kQueue), read32(txdctl(kQueue)) & ~kQueueEnable);
+    write32(queue_.rxdctl(), read32(queue_.rxdctl()) & ~kQueueEnable);
+    write32(queue_.txdctl(), read32(queue_.txdctl()) & ~kQueueEnable);
     const std::uint64_t rx_ring = region_iova(kRxRingOffset);
     const std::uint64_t tx_ring = region_iova(kTxRingOffset);
-    write32(rdbal(kQueue), static_cast<std::uint32_t>(rx_ring));
-    write32(rdbah(kQueue), static_cast<std::uint32_t>(rx_ring >> 32));
-    write32(rdlen(kQueue), kRxEntries * sizeof(RxDescriptor));
-    write32(srrctl(kQueue), srrctl_value(kPacketBuffer, kHeaderSize));
-    write32(rdh(kQueue), 0);
-    write32(rdt(kQueue), 0);
-    write32(tdbal(kQueue), static_cast<std::uint32_t>(tx_ring));
-    write32(tdbah(kQueue), static_cast<std::uint32_t>(tx_ring >> 32));
-    write32(tdlen(kQueue), kTxEntries * sizeof(TxDescriptor));
-    write32(tdh(kQueue), 0);
-    write32(tdt(kQueue), 0);
-    write32(rxdctl(kQueue), read32(rxdctl(kQueue)) | kQueueEnable);
-    write32(txdctl(kQueue), read32(txdctl(kQueue)) | kQueueEnable);
-    for (std::uint32_t reg : {rxdctl(kQueue), txdctl(kQueue)}) {
-      if (auto r = poll("queue enable", kQueueTimeout, [&] { return (read32(reg) & kQueueEnable) != 0; }); !r) {
+    write32(queue_.rdbal(), static_cast<std::uint32_t>(rx_ring));
+    write32(queue_.rdbah(), static_cast<std::uint32_t>(rx_ring >> 32));
+    write32(queue_.rdlen(), kRxEntries * sizeof(RxDescriptor));
+    write32(queue_.srrctl(), srrctl_value(kPacketBuffer, kHeaderSize));
+    write32(queue_.rdh(), 0);
+    write32(queue_.rdt(), 0);
+    write32(queue_.tdbal(), static_cast<std::uint32_t>(tx_ring));
+    write32(queue_.tdbah(), static_cast<std::uint32_t>(tx_ring >> 32));
+    write32(queue_.tdlen(), kTxEntries * sizeof(TxDescriptor));
+    write32(queue_.tdh(), 0);
+    write32(queue_.tdt(), 0);
+    write32(queue_.rxdctl(), read32(queue_.rxdctl()) | kQueueEnable);
+    write32(queue_.txdctl(), read32(queue_.txdctl()) | kQueueEnable);
+    for (std::uint32_t reg : {queue_.rxdctl(), queue_.txdctl()}) {
+      if (auto r = poll(device(), "queue enable", kQueueTimeout, [&] { return (read32(reg) & kQueueEnable) != 0; }); !r) {
         return r;
       }
     }
@@ -364,11 +476,11 @@ class IgbDriver final : public Driver {
 
   // The header every frame starts with: destination, source, ethertype,
   // then zeros to kHeaderSize.
-  void write_header() {
+  void write_header(const Mac& mac) {
     std::byte* header = region_at(kTxHeaderOffset);
     std::memset(header, 0, kHeaderSize);
-    std::memcpy(header, kLoopbackMac.data(), kLoopbackMac.size());
-    std::memcpy(header + 6, kLoopbackMac.data(), kLoopbackMac.size());
+    std::memcpy(header, mac.data(), mac.size());
+    std::memcpy(header + 6, mac.data(), mac.size());
     header[12] = static_cast<std::byte>(kEthertype >> 8);
     header[13] = static_cast<std::byte>(kEthertype & 0xff);
   }
@@ -468,35 +580,25 @@ class IgbDriver final : public Driver {
   }
 
   Result<void> restart_receive_queue() {
-    write32(rxdctl(kQueue), read32(rxdctl(kQueue)) & ~kQueueEnable);
-    if (auto r = poll("receive queue disable", kQueueTimeout,
-                      [&] { return !(read32(rxdctl(kQueue)) & kQueueEnable); });
+    write32(queue_.rxdctl(), read32(queue_.rxdctl()) & ~kQueueEnable);
+    if (auto r = poll(device(), "receive queue disable", kQueueTimeout,
+                      [&] { return !(read32(queue_.rxdctl()) & kQueueEnable); });
         !r) {
       return r;
     }
-    write32(rdh(kQueue), 0);
-    write32(rdt(kQueue), 0);
+    write32(queue_.rdh(), 0);
+    write32(queue_.rdt(), 0);
     rx_tail_ = rx_clean_ = 0;
-    write32(rxdctl(kQueue), read32(rxdctl(kQueue)) | kQueueEnable);
-    return poll("receive queue enable", kQueueTimeout, [&] { return (read32(rxdctl(kQueue)) & kQueueEnable) != 0; });
-  }
-
-  template <typename Condition>
-  Result<void> poll(std::string_view what, Clock::duration timeout, Condition done) {
-    const auto deadline = Clock::now() + timeout;
-    while (!done()) {
-      if (Clock::now() >= deadline) {
-        return std::unexpected(driver_error(ETIMEDOUT, "igb", fmt::format("{}: timed out", what)));
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    return {};
+    write32(queue_.rxdctl(), read32(queue_.rxdctl()) | kQueueEnable);
+    return poll(device(), "receive queue enable", kQueueTimeout, [&] { return (read32(queue_.rxdctl()) & kQueueEnable) != 0; });
   }
 
   std::uint32_t read32(std::uint32_t offset) const { return bar0_.read32(offset); }
   void write32(std::uint32_t offset, std::uint32_t value) { bar0_.write32(offset, value); }
 
+  VfHost* const host_;
   Mmio bar0_{device().bar(0).address()};
+  const QueueRegisters queue_ = host_ ? kVfQueue0 : pf_queue(kQueue);
   // Ring positions: the next receive descriptor to fill and to check, the
   // next transmit descriptor to fill and the one that reports completion.
   std::uint32_t rx_tail_ = 0;
@@ -519,6 +621,55 @@ bool probe(const PciDevice& device) {
          std::find(kDevice82576.begin(), kDevice82576.end(), device.device_id()) != kDevice82576.end();
 }
 
-std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<IgbDriver>(device); }
+std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<IgbDriver>(device, nullptr); }
+
+bool probe_vf(const PciDevice& device) {
+  return device.vendor_id() == kVendorIntel && device.device_id() == kDevice82576Vf;
+}
+
+std::unique_ptr<Driver> create_vf(PciDevice& vf, VfHost& host) { return std::make_unique<IgbDriver>(vf, &host); }
+
+Result<std::unique_ptr<VfHost>> VfHost::create(PciDevice& pf, unsigned vf) {
+  auto fail = [&](int errnum, std::string why) {
+    return std::unexpected(device_error(errnum, pf.name(), "igb VF host", std::move(why)));
+  };
+  if (!probe(pf)) return fail(ENODEV, fmt::format("{:04x}:{:04x} is not an 82576 PF", pf.vendor_id(), pf.device_id()));
+  if (!pf.bar(0).address()) return fail(ENODEV, "BAR0 is not mapped");
+  if (auto r = check_consent(pf); !r) return std::unexpected(r.error());
+  auto vfs = enabled_vfs(pf);
+  if (!vfs) return std::unexpected(vfs.error());
+  if (vf >= *vfs || vf >= kMaxVfs) return fail(EINVAL, fmt::format("VF {} asked for, {} enabled", vf, *vfs));
+
+  std::unique_ptr<VfHost> host(new VfHost(pf, vf));
+  const Port port(pf, Mmio(pf.bar(0).address()));
+  if (auto r = port.reset(); !r) return std::unexpected(r.error());
+  port.msix_mode();
+  if (auto r = port.start_link(); !r) return std::unexpected(r.error());
+  // Pools by address: the VF's address goes to its pool, nothing else to
+  // any (no default pool). Until the VF has reset itself, no pool may
+  // receive or send.
+  port.write32(kVfre, 0);
+  port.write32(kVfte, 0);
+  port.filter_exactly(host->mac(), rah_pool(vf));
+  port.write32(kVtCtl, kVtCtlDisableDefaultPool);
+  port.write32(vmolr(vf), kVmolrStripCrc | kVmolrLongPackets | (kMaxFrame + kFcsSize));
+  port.write32(kMrqc, kMrqcVmdq);
+  port.enable_loopback();
+  return host;
+}
+
+VfHost::~VfHost() {
+  // Stops every queue, the VF's included; nothing to report a failure to.
+  (void)Port(pf_, Mmio(pf_.bar(0).address())).reset();
+}
+
+Mac VfHost::mac() const { return vf_mac(vf_); }
+
+void VfHost::vf_reset_done() {
+  const Port port(pf_, Mmio(pf_.bar(0).address()));
+  port.write32(kVflre, 1u << vf_);
+  port.write32(kVfre, port.read32(kVfre) | (1u << vf_));
+  port.write32(kVfte, port.read32(kVfte) | (1u << vf_));
+}
 
 }  // namespace vfiolab::igb

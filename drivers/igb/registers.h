@@ -17,7 +17,7 @@ namespace vfiolab::igb {
 // ---- PCI identity.
 inline constexpr std::uint16_t kVendorIntel = 0x8086;
 // The 82576 physical functions (e1000_hw.h E1000_DEV_ID_82576*); QEMU's igb
-// is 0x10c9. The VF (0x10ca) is a different programming model.
+// is 0x10c9. Its VF (0x10ca, kDevice82576Vf) has a register map of its own.
 inline constexpr std::array<std::uint16_t, 8> kDevice82576 = {0x10c9, 0x10e6, 0x10e7, 0x10e8,
                                                               0x1526, 0x150a, 0x1518, 0x150d};
 // QEMU gives a PCI device that names no subsystem its default one (hw/pci/
@@ -60,20 +60,50 @@ constexpr std::uint32_t ral(unsigned n) { return 0x05400 + 8 * n; }
 constexpr std::uint32_t rah(unsigned n) { return 0x05404 + 8 * n; }
 inline constexpr unsigned kRaEntries = 16;
 inline constexpr std::uint32_t kMrqc = 0x05818;
-// Queue n (< 16) of the receive and transmit register blocks.
-constexpr std::uint32_t rdbal(unsigned n) { return 0x0c000 + 0x40 * n; }
-constexpr std::uint32_t rdbah(unsigned n) { return 0x0c004 + 0x40 * n; }
-constexpr std::uint32_t rdlen(unsigned n) { return 0x0c008 + 0x40 * n; }
-constexpr std::uint32_t srrctl(unsigned n) { return 0x0c00c + 0x40 * n; }
-constexpr std::uint32_t rdh(unsigned n) { return 0x0c010 + 0x40 * n; }
-constexpr std::uint32_t rdt(unsigned n) { return 0x0c018 + 0x40 * n; }
-constexpr std::uint32_t rxdctl(unsigned n) { return 0x0c028 + 0x40 * n; }
-constexpr std::uint32_t tdbal(unsigned n) { return 0x0e000 + 0x40 * n; }
-constexpr std::uint32_t tdbah(unsigned n) { return 0x0e004 + 0x40 * n; }
-constexpr std::uint32_t tdlen(unsigned n) { return 0x0e008 + 0x40 * n; }
-constexpr std::uint32_t tdh(unsigned n) { return 0x0e010 + 0x40 * n; }
-constexpr std::uint32_t tdt(unsigned n) { return 0x0e018 + 0x40 * n; }
-constexpr std::uint32_t txdctl(unsigned n) { return 0x0e028 + 0x40 * n; }
+// The registers of one queue: a receive block and a transmit block, the
+// same layout in both, in the PF's BAR0 and in a VF's.
+struct QueueRegisters {
+  std::uint32_t rx;
+  std::uint32_t tx;
+  constexpr std::uint32_t rdbal() const { return rx + 0x00; }
+  constexpr std::uint32_t rdbah() const { return rx + 0x04; }
+  constexpr std::uint32_t rdlen() const { return rx + 0x08; }
+  constexpr std::uint32_t srrctl() const { return rx + 0x0c; }
+  constexpr std::uint32_t rdh() const { return rx + 0x10; }
+  constexpr std::uint32_t rdt() const { return rx + 0x18; }
+  constexpr std::uint32_t rxdctl() const { return rx + 0x28; }
+  constexpr std::uint32_t tdbal() const { return tx + 0x00; }
+  constexpr std::uint32_t tdbah() const { return tx + 0x04; }
+  constexpr std::uint32_t tdlen() const { return tx + 0x08; }
+  constexpr std::uint32_t tdh() const { return tx + 0x10; }
+  constexpr std::uint32_t tdt() const { return tx + 0x18; }
+  constexpr std::uint32_t txdctl() const { return tx + 0x28; }
+};
+// Queue n (< 16) of the PF. With VFs enabled, queues n and n + 8 are VF n's
+// (the device does their DMA as VF n).
+constexpr QueueRegisters pf_queue(unsigned n) { return {0x0c000 + 0x40 * n, 0x0e000 + 0x40 * n}; }
+// A VF's queue 0 in the VF's own BAR0 (the 82575-compatible addresses; the
+// device maps them to PF queue n for VF n).
+inline constexpr QueueRegisters kVfQueue0 = {0x02800, 0x03800};
+
+// ---- SR-IOV: the VF and what the PF controls of it (e1000_regs.h,
+// e1000_82575.h; datasheet 7.8 virtualization, 8.14).
+inline constexpr std::uint16_t kDevice82576Vf = 0x10ca;
+inline constexpr unsigned kMaxVfs = 8;
+// In a VF's BAR0: CTRL is the VF's own control register (VTCTRL), and the
+// interrupt registers (EICS, EIMS, EIMC, EIAC, EITR, IVAR) are the VF's,
+// its three MSI-X vectors.
+inline constexpr std::uint32_t kVfResetBit = 1u << 26;  // VTCTRL.RST, self-clearing
+inline constexpr std::uint32_t kVfre = 0x00c8c;        // VF receive enables, bit n for VF n
+inline constexpr std::uint32_t kVfte = 0x00c90;        // VF transmit enables
+inline constexpr std::uint32_t kVflre = 0x00c88;       // VF reset events, write 1 to clear
+inline constexpr std::uint32_t kVtCtl = 0x0581c;       // VMDq control
+inline constexpr std::uint32_t kVtCtlDisableDefaultPool = 1u << 29;
+constexpr std::uint32_t vmolr(unsigned pool) { return 0x05ad0 + 4 * pool; }  // VM offload, per pool
+inline constexpr std::uint32_t kVmolrLongPackets = 1u << 16;  // LPE: frames up to RLPML (bits 13:0)
+inline constexpr std::uint32_t kVmolrStripCrc = 1u << 31;
+inline constexpr std::uint32_t kMrqcVmdq = 3;  // MRQC.MRQE 011b: pools by MAC address, no RSS
+constexpr std::uint32_t rah_pool(unsigned pool) { return 1u << (18 + pool); }  // RAH.POOLSEL
 
 // CTRL.
 inline constexpr std::uint32_t kCtrlFullDuplex = 1u << 0;
