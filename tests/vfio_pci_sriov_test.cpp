@@ -32,6 +32,8 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -297,6 +299,9 @@ TEST_P(SriovVfDmaTest, vf_dma_is_the_vf_s) {
   ASSERT_TRUE(memory) << memory.error();
   const DmaRegion pf_only{memory->bytes(), *iova, kBufferSize};
   VFIOLAB_ASSERT_OK(pf_iommu_->map(pf_only));
+  // Unmapped before the memory goes, on every way out of the test.
+  const std::unique_ptr<const DmaRegion, std::function<void(const DmaRegion*)>> unmap_at_exit(
+      &pf_only, [this](const DmaRegion* region) { (void)pf_iommu_->unmap(*region); });
   const std::span<std::byte> source(memory->bytes(), kBufferSize);
   fill_random(source);
   auto dst = dst_->bytes();
