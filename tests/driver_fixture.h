@@ -48,6 +48,45 @@ inline bool wait_for_fault_log_room() {
   return true;
 }
 
+// The kernel logs the IOMMU's fault from its fault interrupt, shortly
+// after the DMA. Those messages are rate-limited (Intel's dmar_fault:
+// 10 messages per 5 s, two or three per fault), so a fault that found the
+// limit used up is made again once the window has passed. For `bdf`, the
+// device whose DMA the IOMMU blocked at [iova, iova + size).
+inline void expect_fault_logged(KernelLogReader& log, const Bdf& bdf, std::uint64_t iova, std::uint64_t size,
+                                const std::function<Result<void>()>& fault_again) {
+  std::vector<std::string> faults;
+  auto seen = [&](std::chrono::steady_clock::duration wait) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    for (;;) {
+      for (const auto& message : log.read_new()) {
+        auto fault = parse_iommu_fault(message);
+        if (!fault) continue;
+        if (fault_matches(*fault, bdf, iova, size)) return true;
+        faults.push_back(message);
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0 || !log.wait(left)) return false;
+    }
+  };
+  if (seen(std::chrono::seconds(2))) return;
+  if (auto silent = iommu_logs_no_faults(bdf)) {
+    GTEST_SKIP() << "the data checks passed; the fault log cannot be checked: " << *silent;
+  }
+  // The message was most likely rate-limited: wait for the window to end
+  // (where the log shows when; else a whole window) and fault again.
+  if (!wait_for_fault_log_room()) std::this_thread::sleep_for(kFaultLogWindow);
+  if (seen(std::chrono::seconds(0))) return;  // logged late after all
+  if (auto again = fault_again(); !again) {
+    ADD_FAILURE() << "no IOMMU fault logged, and the copy could not be made again: " << again.error().message();
+    return;
+  }
+  if (seen(std::chrono::seconds(3))) return;
+  ADD_FAILURE() << fmt::format("no IOMMU fault logged for {} at IOVA {:#x}..{:#x}, twice; other faults: {}",
+                               bdf.str(), iova, iova + size - 1,
+                               faults.empty() ? "none" : fmt::format("{}", fmt::join(faults, " | ")));
+}
+
 class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
  protected:
   void SetUp() override {
@@ -116,42 +155,9 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
                                     << " ms";
   }
 
-  // The kernel logs the IOMMU's fault from its fault interrupt, shortly
-  // after the DMA. Those messages are rate-limited (Intel's dmar_fault:
-  // 10 messages per 5 s, two or three per fault), so a fault that found the
-  // limit used up is made again once the window has passed.
   void expect_fault_logged(KernelLogReader& log, std::uint64_t iova, std::uint64_t size,
                            const std::function<Result<void>()>& fault_again) {
-    std::vector<std::string> faults;
-    auto seen = [&](std::chrono::steady_clock::duration wait) {
-      const auto deadline = std::chrono::steady_clock::now() + wait;
-      for (;;) {
-        for (const auto& message : log.read_new()) {
-          auto fault = parse_iommu_fault(message);
-          if (!fault) continue;
-          if (fault_matches(*fault, device_->bdf(), iova, size)) return true;
-          faults.push_back(message);
-        }
-        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0 || !log.wait(left)) return false;
-      }
-    };
-    if (seen(std::chrono::seconds(2))) return;
-    if (auto silent = iommu_logs_no_faults(device_->bdf())) {
-      GTEST_SKIP() << "the data checks passed; the fault log cannot be checked: " << *silent;
-    }
-    // The message was most likely rate-limited: wait for the window to end
-    // (where the log shows when; else a whole window) and fault again.
-    if (!wait_for_fault_log_room()) std::this_thread::sleep_for(kFaultLogWindow);
-    if (seen(std::chrono::seconds(0))) return;  // logged late after all
-    if (auto again = fault_again(); !again) {
-      ADD_FAILURE() << "no IOMMU fault logged, and the copy could not be made again: " << again.error().message();
-      return;
-    }
-    if (seen(std::chrono::seconds(3))) return;
-    ADD_FAILURE() << fmt::format("no IOMMU fault logged for {} at IOVA {:#x}..{:#x}, twice; other faults: {}",
-                                 device_->name(), iova, iova + size - 1,
-                                 faults.empty() ? "none" : fmt::format("{}", fmt::join(faults, " | ")));
+    vfiolab::expect_fault_logged(log, device_->bdf(), iova, size, fault_again);
   }
 
   // Whether the device ran a copy the IOMMU must block: a driver that sees
