@@ -216,6 +216,19 @@ void usage(const char* program) {
              "[-T SECONDS] [--gtest_...] [BDF...]\n"
              "  devices: trailing BDFs, or VFIO_SELFTESTS_BDF; the first is the device under test{}\n",
              program, no_device_needed() ? " (this program needs none)" : "");
+  // The harness's own options, one a line as a program's own are (and as
+  // the vfiolab-harness(7) man page has them: scripts/check-man-pages).
+  fmt::print(stderr,
+             "  -l: list the selected tests' names (fixture.variant.test) and exit\n"
+             "  -f FIXTURE: run the tests of this fixture (repeatable)\n"
+             "  -v VARIANT: run the tests of this variant (repeatable)\n"
+             "  -t TEST: run the tests of this name (repeatable)\n"
+             "  -r FIXTURE.VARIANT.TEST: run this one test (repeatable)\n"
+             "  -m IOMMU_MODE: the mode of fixtures without mode variants (default iommufd)\n"
+             "  -T SECONDS: each test's timeout (default {}; a test may set its own)\n"
+             "  --gtest_...: GoogleTest's own flags (--gtest_filter=PATTERN selects too)\n"
+             "  -h, --help: this text\n",
+             kDefaultTimeout.count());
   for (const auto* option : program_options()) fmt::print(stderr, "{}\n", option->usage());
 }
 

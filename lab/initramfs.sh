@@ -44,12 +44,22 @@ copy_with_libraries() {
     fi
     # ldd prints "name => /path (addr)" and "/lib64/ld-linux... (addr)"; a
     # script or static program has none.
-    local libs lib
+    local libs lib libc_dir
     libs=$(ldd "$program" 2>/dev/null | grep -oE '/[^ ]+' || true)
+    libc_dir=$(ldd "$program" 2>/dev/null | sed -nE 's|.* => (/[^ ]+)/libc\.so\.[0-9]+ .*|\1|p' || true)
     for lib in $libs; do
         [ -f "$lib" ] || continue
         mkdir -p "$root$(dirname "$lib")"
         [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"
+        # One found through a RUNPATH (a test built against a vfiolab
+        # installed under some prefix) may lie where the guest mounts over,
+        # such as /tmp: it goes beside the C library too, where the guest's
+        # loader looks anyway.
+        case $lib in
+            /lib/*|/lib64/*|/usr/lib/*) ;;
+            *) [ -z "$libc_dir" ] || [ -f "$root$libc_dir/${lib##*/}" ] ||
+                   { mkdir -p "$root$libc_dir"; cp -L "$lib" "$root$libc_dir/"; } ;;
+        esac
     done
 }
 

@@ -5,7 +5,8 @@
 #
 # Without --uapi, the headers of Debian's linux-source-6.12 are installed
 # into the lab cache (lab/kernel.sh --headers-only) and used. Programs for the
-# lab are staged in BUILD_DIR/stage. Default BUILD_DIR: build/main.
+# lab (the install component "guest") are staged in BUILD_DIR/stage. Default
+# BUILD_DIR: build/main.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,4 +32,4 @@ cmake -S "$top" -B "$build_dir" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithD
     ${cmake_args[@]+"${cmake_args[@]}"} >/dev/null
 cmake --build "$build_dir" -j"$(( $(nproc) + 1 ))"
 rm -rf "$build_dir/stage"
-cmake --install "$build_dir" --prefix "$build_dir/stage" >/dev/null
+cmake --install "$build_dir" --prefix "$build_dir/stage" --component guest >/dev/null

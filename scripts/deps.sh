@@ -12,6 +12,8 @@ packages=(
     qemu-system-x86 busybox-static
     # the kernel's own VFIO selftests, linked statically (lab/run --kernel-selftests)
     uuid-dev
+    # the Debian package (scripts/package-deb) and the man pages' checks
+    dpkg-dev debhelper man-db groff-base
 )
 
 if ! command -v dpkg-query >/dev/null; then
