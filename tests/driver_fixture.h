@@ -87,6 +87,22 @@ inline void expect_fault_logged(KernelLogReader& log, const Bdf& bdf, std::uint6
                                faults.empty() ? "none" : fmt::format("{}", fmt::join(faults, " | ")));
 }
 
+// Whether the device ran a copy the IOMMU must block: a driver that sees
+// DMA errors (reports_dma_errors()) must report EIO; one that cannot
+// reports success, or EIO where the device noticed after all. Anything
+// else (refused, never started, timed out) means no DMA was tried, and the
+// data, interrupt and fault-log checks after it would prove nothing.
+inline testing::AssertionResult blocked_copy_ran(const Driver& driver, const Result<void>& copied) {
+  if (copied && driver.reports_dma_errors()) {
+    return testing::AssertionFailure() << "the copy the IOMMU must block reported success, and the "
+                                       << driver.name() << " driver sees DMA errors";
+  }
+  if (!copied && copied.error().errnum != EIO) {
+    return testing::AssertionFailure() << "the copy the IOMMU must block did not run: " << copied.error();
+  }
+  return testing::AssertionSuccess();
+}
+
 class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
  protected:
   void SetUp() override {
@@ -160,20 +176,8 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     vfiolab::expect_fault_logged(log, device_->bdf(), iova, size, fault_again);
   }
 
-  // Whether the device ran a copy the IOMMU must block: a driver that sees
-  // DMA errors (reports_dma_errors()) must report EIO; one that cannot
-  // reports success, or EIO where the device noticed after all. Anything
-  // else (refused, never started, timed out) means no DMA was tried, and the
-  // data, interrupt and fault-log checks after it would prove nothing.
   testing::AssertionResult blocked_copy_ran(const Result<void>& copied) const {
-    if (copied && driver_->reports_dma_errors()) {
-      return testing::AssertionFailure() << "the copy the IOMMU must block reported success, and the "
-                                         << driver_->name() << " driver sees DMA errors";
-    }
-    if (!copied && copied.error().errnum != EIO) {
-      return testing::AssertionFailure() << "the copy the IOMMU must block did not run: " << copied.error();
-    }
-    return testing::AssertionSuccess();
+    return vfiolab::blocked_copy_ran(*driver_, copied);
   }
 
   // A blocked copy once more, for a fault message the rate limit ate; an

@@ -590,7 +590,8 @@ class IgbDriver final : public Driver {
     write32(queue_.rdt(), 0);
     rx_tail_ = rx_clean_ = 0;
     write32(queue_.rxdctl(), read32(queue_.rxdctl()) | kQueueEnable);
-    return poll(device(), "receive queue enable", kQueueTimeout, [&] { return (read32(queue_.rxdctl()) & kQueueEnable) != 0; });
+    return poll(device(), "receive queue enable", kQueueTimeout,
+                [&] { return (read32(queue_.rxdctl()) & kQueueEnable) != 0; });
   }
 
   std::uint32_t read32(std::uint32_t offset) const { return bar0_.read32(offset); }
@@ -623,6 +624,10 @@ bool probe(const PciDevice& device) {
 
 std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<IgbDriver>(device, nullptr); }
 
+namespace {
+Port pf_port(const PciDevice& pf) { return Port(pf, Mmio(pf.bar(0).address())); }
+}  // namespace
+
 bool probe_vf(const PciDevice& device) {
   return device.vendor_id() == kVendorIntel && device.device_id() == kDevice82576Vf;
 }
@@ -641,7 +646,7 @@ Result<std::unique_ptr<VfHost>> VfHost::create(PciDevice& pf, unsigned vf) {
   if (vf >= *vfs || vf >= kMaxVfs) return fail(EINVAL, fmt::format("VF {} asked for, {} enabled", vf, *vfs));
 
   std::unique_ptr<VfHost> host(new VfHost(pf, vf));
-  const Port port(pf, Mmio(pf.bar(0).address()));
+  const Port port = pf_port(pf);
   if (auto r = port.reset(); !r) return std::unexpected(r.error());
   port.msix_mode();
   if (auto r = port.start_link(); !r) return std::unexpected(r.error());
@@ -660,13 +665,13 @@ Result<std::unique_ptr<VfHost>> VfHost::create(PciDevice& pf, unsigned vf) {
 
 VfHost::~VfHost() {
   // Stops every queue, the VF's included; nothing to report a failure to.
-  (void)Port(pf_, Mmio(pf_.bar(0).address())).reset();
+  (void)pf_port(pf_).reset();
 }
 
 Mac VfHost::mac() const { return vf_mac(vf_); }
 
 void VfHost::vf_reset_done() {
-  const Port port(pf_, Mmio(pf_.bar(0).address()));
+  const Port port = pf_port(pf_);
   port.write32(kVflre, 1u << vf_);
   port.write32(kVfre, port.read32(kVfre) | (1u << vf_));
   port.write32(kVfte, port.read32(kVfte) | (1u << vf_));
