@@ -12,6 +12,39 @@ die() {
     exit 1
 }
 
+# A UNIX socket's path must fit in sun_path: 107 bytes and a NUL. A folder
+# in a checkout or an --out passes that easily, so the lab's sockets live in
+# a private folder of their own, made here and removed by the caller.
+LAB_SOCKET_PATH_MAX=107
+
+# lab_socket_dir LONGEST_NAME: a new private folder (mode 0700) in $TMPDIR,
+# or in /tmp when $TMPDIR is unset or too long, in which LONGEST_NAME still
+# fits a socket path. Dies, saying why, when neither will do.
+lab_socket_dir() {
+    local name=$1 base dir tried=()
+    for base in ${TMPDIR:+"$TMPDIR"} /tmp; do
+        base=${base%/}
+        # mktemp's "vfiolab.XXXXXX", two slashes and the name, counted in bytes.
+        if [ $(( $(printf '%s' "$base" | wc -c) + 16 + $(printf '%s' "$name" | wc -c) + 1 )) -gt "$LAB_SOCKET_PATH_MAX" ]; then
+            tried+=("'$base' is too long")
+            continue
+        fi
+        if dir=$(mktemp -d "$base/vfiolab.XXXXXX" 2>/dev/null); then
+            echo "$dir"
+            return 0
+        fi
+        tried+=("'$base' is not writable")
+    done
+    die "lab: no folder for the lab's UNIX sockets, whose paths must stay within $LAB_SOCKET_PATH_MAX bytes: $(IFS=';'; echo "${tried[*]}" | sed 's/;/; /g')"
+}
+
+# lab_qemu_value TEXT: TEXT as the value of a QEMU option (key=value lists
+# such as -chardev and -drive), with each comma doubled: a path with a comma
+# would otherwise end the value there.
+lab_qemu_value() {
+    printf '%s' "${1//,/,,}"
+}
+
 # Packages from Debian suites that the machine's apt sources do not list
 # (sid for the newest kernel source, bookworm-backports for a newer QEMU),
 # looked up and downloaded without changing the system's apt state: each set

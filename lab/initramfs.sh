@@ -43,11 +43,20 @@ copy_with_libraries() {
         cp "$program" "$root/usr/bin/"  # a script
     fi
     # ldd prints "name => /path (addr)" and "/lib64/ld-linux... (addr)"; a
-    # script or static program has none.
-    local libs lib libc_dir
-    libs=$(ldd "$program" 2>/dev/null | grep -oE '/[^ ]+' || true)
-    libc_dir=$(ldd "$program" 2>/dev/null | sed -nE 's|.* => (/[^ ]+)/libc\.so\.[0-9]+ .*|\1|p' || true)
-    for lib in $libs; do
+    # script or static program has none. A path may hold spaces (a vfiolab
+    # installed under a checkout such as "/builds/my project/...").
+    local line lib libc_dir="" libs=()
+    while IFS= read -r line; do
+        case $line in
+            *" => /"*) lib=${line#* => } ;;
+            *[[:space:]]/*|/*) lib=/${line#*/} ;;
+            *) continue ;;
+        esac
+        lib=${lib% (0x*}
+        libs+=("$lib")
+        case ${lib##*/} in libc.so.[0-9]*) libc_dir=${lib%/*} ;; esac
+    done < <(ldd "$program" 2>/dev/null || true)
+    for lib in ${libs[@]+"${libs[@]}"}; do
         [ -f "$lib" ] || continue
         mkdir -p "$root$(dirname "$lib")"
         [ -f "$root$lib" ] || cp -L "$lib" "$root$lib"

@@ -102,6 +102,16 @@ else
     tree=$(debian_source_tree)
 fi
 
+# Kbuild cannot build a tree, or into a folder, whose path has a space or a
+# colon (make splits words there): say so now, not in the middle of a build.
+for path in "$tree" "$LAB_CACHE"; do
+    case "$path" in
+        *[[:space:]:]*) die "kernel: '$path' has a space or a colon, which Kbuild cannot build in: $( [ "$path" = "$tree" ] &&
+            echo "move or link the kernel tree to a path without them" ||
+            echo "set VFIOLAB_CACHE to a folder whose path has none")" ;;
+    esac
+done
+
 jobs=$(( $(nproc) + 1 ))
 
 # uAPI headers depend on the source alone. They are kept once per content
@@ -158,7 +168,10 @@ build_vfio_selftests() {
     # only for a tree that uses it without defining it.
     if grep -rqw calloc_assert "$suite" &&
         ! grep -rqE '(define[[:space:]]+calloc_assert|[*][[:space:]]*calloc_assert[[:space:]]*[(][a-z])' "$tree/tools"; then
-        extra+=" -include $here/kselftest-compat.h"
+        # A copy beside the build: make splits EXTRA_CFLAGS at spaces, and
+        # the checkout's path may have some.
+        cp "$here/kselftest-compat.h" "$staging/kselftest-compat.h"
+        extra+=" -include $staging/kselftest-compat.h"
         echo "calloc_assert: used but not defined in this tree; lab/kselftest-compat.h supplies it" >>"$staging/build.log"
     fi
     log "building $suite (static${extra#-static})"

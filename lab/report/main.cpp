@@ -235,8 +235,13 @@ int monitor(const std::string& path, const std::vector<std::string>& commands) {
   UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un address{};
   address.sun_family = AF_UNIX;
-  if (!fd || path.size() >= sizeof(address.sun_path)) {
-    fmt::print(stderr, "vfiolab-lab-report monitor: cannot use socket {}\n", path);
+  if (path.size() >= sizeof(address.sun_path)) {
+    fmt::print(stderr, "vfiolab-lab-report monitor: socket path {} is {} bytes; a UNIX socket's holds at most {}\n",
+               path, path.size(), sizeof(address.sun_path) - 1);
+    return 1;
+  }
+  if (!fd) {
+    fmt::print(stderr, "vfiolab-lab-report monitor: socket: {}\n", std::strerror(errno));
     return 1;
   }
   std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
