@@ -110,6 +110,49 @@ TEST(LabExpect, SkipsThatAppearDisappearOrChangeReasonFail) {
   EXPECT_EQ(verdict.skipped, 0);
 }
 
+// A fast-tier run: the suite entry driver:edu split into driver:edu (its
+// copies) and driver:edu:blocked (one blocked copy); no probe, no igb.
+constexpr std::string_view kPartRun =
+    "KTAP version 1\n"
+    "1..2\n"
+    "    KTAP version 1\n"
+    "    1..1\n"
+    "    not ok 1 copy.iommufd\n"
+    "not ok 1 driver:edu\n"
+    "    KTAP version 1\n"
+    "    1..1\n"
+    "    ok 1 reset # SKIP the device has no reset\n"
+    "ok 2 driver:edu:blocked\n";
+
+TEST(LabExpect, APartOfThePlanIsHeldAgainstWhatRan) {
+  const auto run = leaves(ktap::parse(kPartRun));
+  // The whole file: what did not run is stale.
+  auto whole = check(run, parsed(kMatching));
+  EXPECT_TRUE(has_problem(whole, "stale: probe (line 3, fail) did not run"));
+  // A part: what did not run is no difference, and driver:edu:blocked's
+  // SKIP is held against driver:edu's entry.
+  auto part = check(run, parsed(kMatching), Scope::part);
+  EXPECT_TRUE(part.problems.empty()) << part.problems.front();
+  EXPECT_EQ(part.known_failures, (std::vector<std::string>{"driver:edu/copy.iommufd"}));
+  EXPECT_EQ(part.skipped, 1);
+}
+
+TEST(LabExpect, APartStillFailsOnEveryDifferenceInWhatRan) {
+  const auto run = leaves(ktap::parse(kPartRun));
+  // The split entry's SKIP with another reason; the failure not listed.
+  auto part = check(run, parsed("skip driver:edu/reset no reset\n"), Scope::part);
+  ASSERT_EQ(part.problems.size(), 2u);
+  EXPECT_TRUE(has_problem(part, "failed, not listed: driver:edu/copy.iommufd"));
+  EXPECT_TRUE(has_problem(part, "SKIP reason changed: driver:edu:blocked/reset"));
+  // Only a suffix after the device is dropped: "driver/reset" is no split
+  // of anything, and its SKIP is new.
+  auto unsplit = check(leaves(ktap::parse("KTAP version 1\n1..1\n    KTAP version 1\n    1..1\n"
+                                          "    ok 1 reset # SKIP r\nok 1 driver\n")),
+                       parsed("skip dri/reset r\n"), Scope::part);
+  ASSERT_EQ(unsplit.problems.size(), 1u);
+  EXPECT_EQ(unsplit.problems[0], "new SKIP: driver/reset: r");
+}
+
 TEST(LabExpect, BadFilesAreRefusedWithTheLine) {
   auto kind = parse_expectations("# c\nxfail a b\n");
   ASSERT_FALSE(kind);

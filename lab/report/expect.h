@@ -16,6 +16,14 @@
 // failure not listed, a listed failure that passed or did not run (stale), a
 // SKIP not listed, a listed SKIP that did not skip or skipped for another
 // reason.
+//
+// A run of a part of the lane's plan (the fast tier, lab/quick.plan, or
+// entries named on the command line) is held against the part of the file
+// that ran: an entry whose test did not run is no difference. The fast tier
+// may split one suite entry into several, named after it with a suffix
+// (vfio_pci_driver_test:edu:blocked): a test of such an entry that the file
+// does not name is held against the same test of the entry it was split
+// from (vfio_pci_driver_test:edu/...).
 #pragma once
 
 #include "vfiolab/error.h"
@@ -56,7 +64,13 @@ struct Verdict {
   std::vector<std::string> problems;        // each one fails the lane
 };
 
-Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expected);
+enum class Scope {
+  whole_plan,  // everything listed must have run
+  part,        // only what ran is held (see above)
+};
+
+Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expected,
+              Scope scope = Scope::whole_plan);
 
 // An expectations file for what a run did: its SKIPs as entries, its
 // failures as comments for a person to confirm with evidence.

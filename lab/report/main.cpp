@@ -9,11 +9,13 @@
 //       Parse the finished run: per-program and total counts, kernel
 //       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
 //       JUnit XML. Exit 0 when nothing failed, 1 otherwise.
-//   vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--note TEXT]...
+//   vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--part]
+//                             [--note TEXT]...
 //       Hold the finished run against its lane's expectations (expect.h):
 //       every difference, kernel report and note fails it. --draft writes
-//       an expectations file for what the run did. Exit 0 when the run was
-//       as expected, 1 otherwise.
+//       an expectations file for what the run did; --part holds a run of a
+//       part of the plan (the fast tier) against what of the file ran.
+//       Exit 0 when the run was as expected, 1 otherwise.
 #include "expect.h"
 #include "junit.h"
 #include "progress.h"
@@ -190,7 +192,7 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
 // The run held against its lane's expectations (expect.h). Kernel reports
 // and notes are never expected: each fails the lane.
 int expect(const std::string& ktap_path, const std::string& log_path, const std::string& expect_path,
-           const std::string& draft_path, std::vector<std::string> notes) {
+           const std::string& draft_path, lab::Scope scope, std::vector<std::string> notes) {
   auto loaded = load_run(ktap_path, log_path, std::move(notes));
   if (!loaded) return 2;
   const auto run = lab::leaves(loaded->document);
@@ -209,8 +211,9 @@ int expect(const std::string& ktap_path, const std::string& log_path, const std:
     fmt::print(stderr, "vfiolab-lab-report: {}: {}\n", expect_path, expected.error().message());
     return 2;
   }
-  const lab::Verdict verdict = lab::check(run, *expected);
-  fmt::print("\nexpectations: {}\n", expect_path);
+  const lab::Verdict verdict = lab::check(run, *expected, scope);
+  fmt::print("\nexpectations: {}{}\n", expect_path,
+             scope == lab::Scope::part ? " (a part of the plan ran: held against the tests that ran)" : "");
   fmt::print("  known failures that failed, as listed: {}\n", verdict.known_failures.size());
   for (const auto& id : verdict.known_failures) fmt::print("    {}\n", id);
   fmt::print("  differences: {}\n", verdict.problems.size());
@@ -287,7 +290,7 @@ int usage() {
   fmt::print(stderr,
              "usage: vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]\n"
              "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n"
-             "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] "
+             "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--part] "
              "[--note TEXT]...\n"
              "       vfiolab-lab-report monitor SOCKET COMMAND...\n");
   return 2;
@@ -320,7 +323,12 @@ int main(int argc, char** argv) {
   if (args[0] != "summarize" && args[0] != "expect") return usage();
   std::string ktap_path, log_path, junit_path, expect_path, draft_path;
   std::vector<std::string> notes;
+  lab::Scope scope = lab::Scope::whole_plan;
   for (std::size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--part" && args[0] == "expect") {
+      scope = lab::Scope::part;
+      continue;
+    }
     if (i + 1 >= args.size()) return usage();
     const std::string& value = args[i + 1];
     if (args[i] == "--ktap") {
@@ -343,7 +351,7 @@ int main(int argc, char** argv) {
   if (ktap_path.empty() || log_path.empty()) return usage();
   if (args[0] == "expect") {
     if (expect_path.empty()) return usage();
-    return expect(ktap_path, log_path, expect_path, draft_path, std::move(notes));
+    return expect(ktap_path, log_path, expect_path, draft_path, scope, std::move(notes));
   }
   return summarize(ktap_path, log_path, junit_path, std::move(notes));
 }
