@@ -122,7 +122,8 @@ constexpr std::string_view kPartRun =
     "    KTAP version 1\n"
     "    1..1\n"
     "    ok 1 reset # SKIP the device has no reset\n"
-    "ok 2 driver:edu:blocked\n";
+    "ok 2 driver:edu:blocked\n"
+    "ok 3 igb:vf:blocked # SKIP $IGB is empty: QEMU 7.2.22 has no igb device\n";
 
 TEST(LabExpect, APartOfThePlanIsHeldAgainstWhatRan) {
   const auto run = leaves(ktap::parse(kPartRun));
@@ -130,19 +131,23 @@ TEST(LabExpect, APartOfThePlanIsHeldAgainstWhatRan) {
   auto whole = check(run, parsed(kMatching));
   EXPECT_TRUE(has_problem(whole, "stale: probe (line 3, fail) did not run"));
   // A part: what did not run is no difference, and driver:edu:blocked's
-  // SKIP is held against driver:edu's entry.
-  auto part = check(run, parsed(kMatching), Scope::part);
+  // SKIP is held against driver:edu's entry; a whole program split from
+  // another (igb:vf:blocked) against that program's.
+  std::string text(kMatching);
+  text += "skip igb:vf $IGB is empty: QEMU 7.2.22 has no igb device\n";
+  auto part = check(run, parsed(text), Scope::part);
   EXPECT_TRUE(part.problems.empty()) << part.problems.front();
   EXPECT_EQ(part.known_failures, (std::vector<std::string>{"driver:edu/copy.iommufd"}));
-  EXPECT_EQ(part.skipped, 1);
+  EXPECT_EQ(part.skipped, 2);
 }
 
 TEST(LabExpect, APartStillFailsOnEveryDifferenceInWhatRan) {
   const auto run = leaves(ktap::parse(kPartRun));
   // The split entry's SKIP with another reason; the failure not listed.
   auto part = check(run, parsed("skip driver:edu/reset no reset\n"), Scope::part);
-  ASSERT_EQ(part.problems.size(), 2u);
+  ASSERT_EQ(part.problems.size(), 3u);
   EXPECT_TRUE(has_problem(part, "failed, not listed: driver:edu/copy.iommufd"));
+  EXPECT_TRUE(has_problem(part, "new SKIP: igb:vf:blocked"));
   EXPECT_TRUE(has_problem(part, "SKIP reason changed: driver:edu:blocked/reset"));
   // Only a suffix after the device is dropped: "driver/reset" is no split
   // of anything, and its SKIP is new.

@@ -37,15 +37,16 @@ void collect(const std::vector<ktap::Result>& results, const std::string& parent
 }
 
 // The ID of the suite entry a fast-tier entry was split from: the last
-// ":suffix" of the program's name dropped ("a:edu:blocked/t" -> "a:edu/t"),
-// or nothing for a program whose name has no suffix after its device.
+// ":suffix" of the program's name dropped ("a:edu:blocked/t" -> "a:edu/t",
+// "a:edu:blocked" -> "a:edu" for the program itself), or nothing for a
+// program whose name has no suffix after its device.
 std::string split_from(std::string_view id) {
   const auto slash = id.find('/');
   const std::string_view program = id.substr(0, slash);
   const auto first = program.find(':');
   const auto last = program.rfind(':');
-  if (first == std::string_view::npos || first == last || slash == std::string_view::npos) return {};
-  return std::string(program.substr(0, last)) + std::string(id.substr(slash));
+  if (first == std::string_view::npos || first == last) return {};
+  return std::string(program.substr(0, last)) + std::string(id.substr(program.size()));
 }
 
 std::string_view kind_name(Expectation::Kind kind) {
