@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vfiolab::harness {
@@ -65,6 +66,13 @@ class ProgramOption {
   std::string value_name_, help_, value_;
   bool given_ = false;
 };
+
+// Notes kept across the tests of one run of the program (each test runs
+// in a process of its own, so a static variable is not): whether an
+// earlier test of this run noted `key`, and noting it. A test run on its
+// own (with -r) finds none.
+bool run_noted(std::string_view key);
+void note_for_run(std::string_view key);
 
 struct NoDeviceNeeded {
   NoDeviceNeeded();

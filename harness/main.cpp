@@ -12,12 +12,15 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
 #include <optional>
+#include <span>
+#include <string_view>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -56,6 +59,20 @@ bool& no_device_needed() {
 IommuMode& chosen_mode() {
   static IommuMode mode = kDefaultIommuMode;
   return mode;
+}
+
+// The run's notes (run_noted, note_for_run): NUL-ended keys one after
+// another, ended by an empty one, in memory shared with every test's
+// process (made by the first call, which main makes before any fork). The
+// tests run one at a time, so one writer at most.
+constexpr std::size_t kRunNotesSize = 64 * 1024;
+std::span<char> run_notes() {
+  static const std::span<char> notes = [] {
+    void* memory = ::mmap(nullptr, kRunNotesSize, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) return std::span<char>();
+    return std::span<char>(static_cast<char*>(memory), kRunNotesSize);
+  }();
+  return notes;
 }
 
 std::chrono::seconds timeout_for(const std::string& full_name, std::chrono::seconds fallback) {
@@ -234,6 +251,27 @@ void usage(const char* program) {
 
 }  // namespace
 
+bool run_noted(std::string_view key) {
+  const auto notes = run_notes();
+  for (std::size_t at = 0; at < notes.size() && notes[at] != '\0';) {
+    const std::string_view noted(notes.data() + at);
+    if (noted == key) return true;
+    at += noted.size() + 1;
+  }
+  return false;
+}
+
+void note_for_run(std::string_view key) {
+  if (key.empty() || run_noted(key)) return;
+  const auto notes = run_notes();
+  std::size_t end = 0;
+  while (end < notes.size() && notes[end] != '\0') end += std::strlen(notes.data() + end) + 1;
+  // Room for the key, its NUL and the empty key that ends the list.
+  if (end + key.size() + 2 > notes.size()) return;
+  std::memcpy(notes.data() + end, key.data(), key.size());
+  notes[end + key.size()] = '\0';
+}
+
 const std::vector<std::string>& device_bdfs() { return bdfs(); }
 
 const std::string& device_bdf() {
@@ -282,6 +320,7 @@ int main(int argc, char** argv) {
   using namespace vfiolab;
   using namespace vfiolab::harness;
   testing::InitGoogleTest(&argc, argv);  // takes the --gtest_* flags
+  (void)run_notes();                     // shared with the tests' processes, so made before they are
 
   Selection selection;
   bool list = false;

@@ -45,20 +45,6 @@ class vfio_dma_state_fixture : public vfio_pci_driver_test {
     return std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == kPattern; });
   }
 
-  // The fault of a blocked copy, in the kernel log; `again` makes it again
-  // when the log's rate limit swallowed it.
-  void expect_blocked_and_logged(std::optional<KernelLogReader>& log, std::uint64_t fault_iova,
-                                 std::uint64_t fault_size, const std::function<Result<void>()>& again) {
-    if (!log) GTEST_SKIP() << "the data checks passed; cannot read the kernel log";
-    expect_fault_logged(*log, fault_iova, fault_size, again);
-  }
-
-  std::optional<KernelLogReader> open_log() {
-    wait_for_fault_log_room();
-    auto log = KernelLogReader::open();
-    if (!log) return std::nullopt;
-    return std::move(*log);
-  }
 
   std::uint64_t copy_size() const { return std::min<std::uint64_t>(size_, kPiece); }
 };
@@ -107,14 +93,14 @@ class vfio_dma_unmap_test : public vfio_dma_state_fixture {
   void expect_unreachable(const Pieces& pieces, std::size_t first, std::size_t count) {
     for (std::size_t i = first; i < first + count; ++i) std::memset(pieces.bytes(i).data(), int(kPattern), kPiece);
     fill_random(src_->bytes().first(copy_size()));
-    auto log = open_log();
+    auto witness = fault_witness();
     for (std::size_t i = first; i < first + count; ++i) {
       blocked_copy(src_->region.iova, pieces.at(i), copy_size());
       EXPECT_TRUE(all_pattern(pieces.bytes(i)))
           << fmt::format("the device wrote into piece {} at IOVA {:#x}, which the unmap removed", i, pieces.at(i));
     }
-    expect_blocked_and_logged(log, pieces.at(first), copy_size(),
-                              [&] { return blocked_copy_again(src_->region.iova, pieces.at(first), copy_size()); });
+    witness.expect_caught(pieces.at(first), copy_size(),
+                          [&] { return blocked_copy_again(src_->region.iova, pieces.at(first), copy_size()); });
   }
 };
 
@@ -207,11 +193,11 @@ TEST_P(vfio_dma_permission_test, read_only_mapping) {
   // earlier read is refused without a fault record.
   std::memset(ro->memory.bytes(), int(kPattern), kBufferSize);
   fill_random(src_->bytes().first(copy_size()));
-  auto log = open_log();
+  auto witness = fault_witness();
   ASSERT_NO_FATAL_FAILURE(blocked_copy(src_->region.iova, ro->region.iova, copy_size()));
   EXPECT_TRUE(all_pattern(ro->bytes())) << "the device wrote into a read-only mapping";
-  expect_blocked_and_logged(log, ro->region.iova, copy_size(),
-                            [&] { return blocked_copy_again(src_->region.iova, ro->region.iova, copy_size()); });
+  witness.expect_caught(ro->region.iova, copy_size(),
+                        [&] { return blocked_copy_again(src_->region.iova, ro->region.iova, copy_size()); });
 
   fill_random(ro->bytes().first(copy_size()));
   ASSERT_NO_FATAL_FAILURE(good_copy(ro->region.iova, ro->bytes().first(copy_size()), dst_->region.iova,
@@ -229,7 +215,7 @@ TEST_P(vfio_dma_permission_test, write_only_mapping) {
   // The refused read first (see read_only_mapping).
   fill_random(wo->bytes());
   std::memset(dst_->memory.bytes(), int(kPattern), kBufferSize);
-  auto log = open_log();
+  auto witness = fault_witness();
   ASSERT_NO_FATAL_FAILURE(blocked_copy(wo->region.iova, dst_->region.iova, copy_size()));
   // What the device would have read is random: any of it in the destination
   // came through the write-only mapping.
@@ -238,8 +224,8 @@ TEST_P(vfio_dma_permission_test, write_only_mapping) {
     ASSERT_NE(std::memcmp(dst_->memory.bytes() + at, wo->memory.bytes() + at, n), 0)
         << "data read through a write-only mapping reached the destination at offset " << at;
   }
-  expect_blocked_and_logged(log, wo->region.iova, copy_size(),
-                            [&] { return blocked_copy_again(wo->region.iova, dst_->region.iova, copy_size()); });
+  witness.expect_caught(wo->region.iova, copy_size(),
+                        [&] { return blocked_copy_again(wo->region.iova, dst_->region.iova, copy_size()); });
 
   fill_random(src_->bytes().first(copy_size()));
   ASSERT_NO_FATAL_FAILURE(good_copy(src_->region.iova, src_->bytes().first(copy_size()), wo->region.iova,
@@ -325,7 +311,7 @@ TEST_P(vfio_iommufd_object_test, detach_then_attach_elsewhere) {
 
   fill_random(src_->bytes().first(size_));
   std::memset(dst_->memory.bytes(), int(kPattern), kBufferSize);
-  auto log = open_log();
+  auto log = KernelLogReader::open();
   // Detached, the device reaches none of its memory, its own rings included:
   // a driver whose device fetches commands from memory (nvme) may see the
   // copy fail. Whatever the copy returned, nothing may arrive.

@@ -146,44 +146,42 @@ TEST_F(SilentIommu, RealAmdAndIntelIommusAreNot) {
   EXPECT_FALSE(iommu_logs_no_faults(bdf("0000:00:05.0"), root_));  // no such device
 }
 
-// The window of Intel VT-d's fault-message rate limit, rebuilt from the log.
-std::vector<LogRecord> intel_faults(std::initializer_list<std::uint64_t> seconds_tenths) {
-  std::vector<LogRecord> records;
-  records.push_back({0, "e1000e 0000:00:06.0: unrelated"});
-  for (auto t : seconds_tenths) {
-    records.push_back({t * 100'000, "DMAR: DRHD: handling fault status reg 2"});
-    records.push_back({t * 100'000 + 10,
-                       "DMAR: [DMA Read NO_PASID] Request device [00:04.0] fault addr 0x10000 [fault reason 0x06] "
-                       "PTE Read access is not set"});
-  }
-  return records;
+TEST_F(SilentIommu, FaultInterruptNamedAfterTheUnit) {
+  make("dmar1", "0x8086");
+  EXPECT_EQ(iommu_fault_irq_name(bdf("0000:00:04.0"), root_), "dmar1");
+  TearDown();
+  make("virtio0", "0x1af4");
+  EXPECT_EQ(iommu_fault_irq_name(bdf("0000:00:04.0"), root_), "virtio0-event");
+  TearDown();
+  make("ivhd0", "0x1022");  // AMD-Vi's event log interrupt carries more than faults
+  EXPECT_FALSE(iommu_fault_irq_name(bdf("0000:00:04.0"), root_));
+  EXPECT_FALSE(iommu_fault_irq_name(bdf("0000:00:05.0"), root_));  // no such device
 }
 
-TEST(IntelFaultLogRateLimit, RoomWhileTheWindowHasSome) {
-  // Two faults (six of the ten) in the window that began at 1.0 s: room for
-  // one more fault's two messages.
-  EXPECT_FALSE(intel_fault_log_full_until(intel_faults({10, 12}), 2'000'000, 2));
-  // Nothing from the handler at all.
-  EXPECT_FALSE(intel_fault_log_full_until({{5, "DMAR: IOMMU enabled"}}, 6, 2));
+// /proc/interrupts as a two-CPU x86 guest shows it.
+constexpr std::string_view kInterrupts =
+    "           CPU0       CPU1       \n"
+    "  0:         36          0   IO-APIC   2-edge      timer\n"
+    " 24:          3          4  DMAR-MSI    0-edge      dmar0\n"
+    " 25:         10          0  PCI-MSIX-0000:00:03.0   0-edge      virtio0-config\n"
+    " 26:          7          1  PCI-MSIX-0000:00:03.0   1-edge      virtio0-request\n"
+    " 27:          2          0  PCI-MSIX-0000:00:03.0   2-edge      virtio0-event\n"
+    " 11:          5          5   IO-APIC  11-fasteoi   uhci_hcd:usb1, dmar0x, virtio0-event\n"
+    "NMI:          0          0   Non-maskable interrupts\n"
+    "ERR:          0\n";
+
+TEST(InterruptCount, SumsEveryCpuOfTheLinesThatNameIt) {
+  EXPECT_EQ(interrupt_count(kInterrupts, "dmar0"), 7u);
+  EXPECT_EQ(interrupt_count(kInterrupts, "virtio0-event"), 12u);  // its own line and a shared one
+  EXPECT_EQ(interrupt_count(kInterrupts, "timer"), 36u);
 }
 
-TEST(IntelFaultLogRateLimit, FullWindowEndsFiveSecondsAfterItsFirstMessage) {
-  // Three faults cost nine: the next status line would be the tenth, and
-  // its fault record suppressed.
-  auto until = intel_fault_log_full_until(intel_faults({10, 12, 14}), 2'000'000, 2);
-  ASSERT_TRUE(until);
-  EXPECT_EQ(*until, 6'000'000u);
-  // Once that time has passed, the next fault opens a new window.
-  EXPECT_FALSE(intel_fault_log_full_until(intel_faults({10, 12, 14}), 6'000'000, 2));
-}
-
-TEST(IntelFaultLogRateLimit, WindowsAreRebuiltFromTheFirstMessageAfterEach) {
-  // A full window from 1.0 s; at 6.5 s a new one begins (not at 6.0 s), and
-  // by 8.0 s it is full again: it ends at 11.5 s.
-  auto records = intel_faults({10, 11, 12, 13, 14, 65, 70, 75});
-  auto until = intel_fault_log_full_until(records, 8'000'000, 2);
-  ASSERT_TRUE(until);
-  EXPECT_EQ(*until, 11'500'000u);
+TEST(InterruptCount, NothingForANameNoLineCarries) {
+  EXPECT_FALSE(interrupt_count(kInterrupts, "dmar1"));
+  EXPECT_FALSE(interrupt_count(kInterrupts, "virtio0"));  // a prefix of names is not a name
+  EXPECT_FALSE(interrupt_count(kInterrupts, "IO-APIC"));  // a chip
+  EXPECT_FALSE(interrupt_count(kInterrupts, "Non-maskable"));
+  EXPECT_FALSE(interrupt_count("", "dmar0"));
 }
 
 }  // namespace

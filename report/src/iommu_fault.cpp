@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 
@@ -124,35 +125,64 @@ std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::files
                      bdf.str(), name);
 }
 
-namespace {
-
-// What a message cost dmar_fault's rate limit: its status line stands for
-// itself and the record loop's last, empty iteration; a fault record for
-// itself; anything else nothing.
-int intel_fault_log_cost(std::string_view message) {
-  if (message.starts_with("DMAR: DRHD: handling fault status reg")) return 2;
-  if (message.starts_with("DMAR: [") && parse_iommu_fault(message).has_value()) return 1;
-  return 0;
+std::optional<std::string> iommu_fault_irq_name(const Bdf& bdf, const std::filesystem::path& sys_root) {
+  std::error_code ec;
+  const std::string name =
+      std::filesystem::read_symlink(sys_root / "bus/pci/devices" / bdf.str() / "iommu", ec).filename().string();
+  if (ec) return std::nullopt;
+  if (name.starts_with("dmar")) return name;
+  if (name.starts_with("virtio")) return name + "-event";
+  return std::nullopt;
 }
 
-}  // namespace
-
-std::optional<std::uint64_t> intel_fault_log_full_until(const std::vector<LogRecord>& records, std::uint64_t now_usec,
-                                                        int needed) {
-  std::optional<std::uint64_t> begin;
-  int printed = 0;
-  for (const auto& record : records) {
-    const int cost = intel_fault_log_cost(record.message);
-    if (cost == 0) continue;
-    if (!begin || record.usec >= *begin + kIntelFaultLogWindowUsec) {
-      begin = record.usec;
-      printed = 0;
+std::optional<std::uint64_t> interrupt_count(std::string_view proc_interrupts, std::string_view name) {
+  auto words = [](std::string_view line) {
+    std::vector<std::string_view> out;
+    std::size_t at = 0;
+    while (true) {
+      at = line.find_first_not_of(" \t", at);
+      if (at == std::string_view::npos) return out;
+      const auto end = std::min(line.find_first_of(" \t", at), line.size());
+      out.push_back(line.substr(at, end - at));
+      at = end;
     }
-    printed = std::min(printed + cost, kIntelFaultLogBurst);
+  };
+  std::size_t cpus = 0;
+  std::optional<std::uint64_t> total;
+  bool header = true;
+  while (!proc_interrupts.empty()) {
+    const auto newline = std::min(proc_interrupts.find('\n'), proc_interrupts.size());
+    const auto fields = words(proc_interrupts.substr(0, newline));
+    proc_interrupts.remove_prefix(std::min(newline + 1, proc_interrupts.size()));
+    if (header) {  // "CPU0 CPU1 ..."
+      header = false;
+      cpus = static_cast<std::size_t>(std::count_if(fields.begin(), fields.end(),
+                                                    [](std::string_view f) { return f.starts_with("CPU"); }));
+      continue;
+    }
+    // "N: count... chip hwirq-type name[, name]..." (NMI:, LOC: and the
+    // like carry no names).
+    if (fields.size() < cpus + 4 || !fields[0].ends_with(':') ||
+        !std::isdigit(static_cast<unsigned char>(fields[0].front()))) {
+      continue;
+    }
+    bool named = false;
+    for (std::size_t i = 1 + cpus + 2; i < fields.size(); ++i) {
+      std::string_view field = fields[i];
+      if (field.ends_with(',')) field.remove_suffix(1);
+      named = named || field == name;
+    }
+    if (!named) continue;
+    std::uint64_t sum = 0;
+    for (std::size_t i = 1; i <= cpus; ++i) {
+      std::uint64_t count = 0;
+      const auto [end, ec] = std::from_chars(fields[i].data(), fields[i].data() + fields[i].size(), count);
+      if (ec != std::errc() || end != fields[i].data() + fields[i].size()) return std::nullopt;
+      sum += count;
+    }
+    total = total.value_or(0) + sum;
   }
-  if (!begin || now_usec >= *begin + kIntelFaultLogWindowUsec) return std::nullopt;
-  if (printed + needed <= kIntelFaultLogBurst) return std::nullopt;
-  return *begin + kIntelFaultLogWindowUsec;
+  return total;
 }
 
 }  // namespace vfiolab

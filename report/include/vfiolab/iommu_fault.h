@@ -43,19 +43,18 @@ bool fault_matches(const IommuFault& fault, const Bdf& bdf, std::uint64_t iova, 
 // (measured with QEMU 7.2). nullopt for every other IOMMU.
 std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::filesystem::path& sys_root = "/sys");
 
-// Intel VT-d's fault handler (dmar_fault, as of Linux 6.12) prints through
-// one rate limit (DEFAULT_RATELIMIT_INTERVAL and _BURST: 10 per 5 s, the
-// window beginning with the first call after the previous one ended), and
-// asks it once for its "DRHD: handling fault status reg" line, once per
-// fault record it prints, and once more for the loop iteration that finds
-// no further record: a fault costs three, of which two show in the log.
-// Given the log so far, when the window open at `now_usec` cannot take
-// `needed` more: the time it ends (usec). nullopt when it can, or when
-// nothing in the log is from that handler. A kernel that counts otherwise
-// makes this a guess; callers still check the log afterwards.
-inline constexpr std::uint64_t kIntelFaultLogWindowUsec = 5'000'000;
-inline constexpr int kIntelFaultLogBurst = 10;
-std::optional<std::uint64_t> intel_fault_log_full_until(const std::vector<LogRecord>& records, std::uint64_t now_usec,
-                                                        int needed);
+// The interrupt the IOMMU translating `bdf` raises for a fault, by the name
+// /proc/interrupts shows for it: Intel VT-d's "dmarN" (the unit's name,
+// which is also its /sys/class/iommu name), virtio-iommu's event queue
+// "virtioN-event" (its queue carries fault reports only). Counted, it shows
+// a fault no rate limit can hide, though not whose or where. nullopt for an
+// IOMMU without such a line (AMD-Vi's event log also carries other
+// events).
+std::optional<std::string> iommu_fault_irq_name(const Bdf& bdf, const std::filesystem::path& sys_root = "/sys");
+
+// How often the interrupt named `name` (an action name, the last column)
+// fired, summed over every CPU and every line it is on, in the text of
+// /proc/interrupts. nullopt when no line names it.
+std::optional<std::uint64_t> interrupt_count(std::string_view proc_interrupts, std::string_view name);
 
 }  // namespace vfiolab
