@@ -153,9 +153,25 @@ TEST_F(SilentIommu, FaultInterruptNamedAfterTheUnit) {
   make("virtio0", "0x1af4");
   EXPECT_EQ(iommu_fault_irq_name(bdf("0000:00:04.0"), root_), "virtio0-event");
   TearDown();
+  make("0000:00:01.0", "0x1af4");  // not a virtio-iommu's place (below a virtio device)
+  EXPECT_FALSE(iommu_fault_irq_name(bdf("0000:00:04.0"), root_));
+  TearDown();
   make("ivhd0", "0x1022");  // AMD-Vi's event log interrupt carries more than faults
   EXPECT_FALSE(iommu_fault_irq_name(bdf("0000:00:04.0"), root_));
   EXPECT_FALSE(iommu_fault_irq_name(bdf("0000:00:05.0"), root_));  // no such device
+}
+
+TEST(FaultInterrupt, VirtioIommuNamedAfterItsPciFunction) {
+  namespace fs = std::filesystem;
+  const fs::path root = fs::temp_directory_path() / ("vfiolab-viommu-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const fs::path unit = root / "devices/pci0000:00/0000:00:01.0/virtio0/iommu/0000:00:01.0";
+  fs::create_directories(unit);
+  const fs::path dev = root / "bus/pci/devices/0000:00:04.0";
+  fs::create_directories(dev);
+  fs::create_directory_symlink(unit, dev / "iommu");
+  EXPECT_EQ(iommu_fault_irq_name(bdf("0000:00:04.0"), root), "virtio0-event");
+  fs::remove_all(root);
 }
 
 // /proc/interrupts as a two-CPU x86 guest shows it.

@@ -127,11 +127,16 @@ std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::files
 
 std::optional<std::string> iommu_fault_irq_name(const Bdf& bdf, const std::filesystem::path& sys_root) {
   std::error_code ec;
-  const std::string name =
-      std::filesystem::read_symlink(sys_root / "bus/pci/devices" / bdf.str() / "iommu", ec).filename().string();
+  const auto link = std::filesystem::read_symlink(sys_root / "bus/pci/devices" / bdf.str() / "iommu", ec);
   if (ec) return std::nullopt;
+  const std::string name = link.filename().string();
   if (name.starts_with("dmar")) return name;
+  // virtio-iommu's unit is named after its virtio device (7.x) or that
+  // device's PCI function, below the virtio device (6.12:
+  // ".../0000:00:01.0/virtio0/iommu/0000:00:01.0").
   if (name.starts_with("virtio")) return name + "-event";
+  const std::string owner = link.parent_path().parent_path().filename().string();
+  if (link.parent_path().filename() == "iommu" && owner.starts_with("virtio")) return owner + "-event";
   return std::nullopt;
 }
 

@@ -46,10 +46,11 @@ std::optional<std::string> iommu_logs_no_faults(const Bdf& bdf, const std::files
 // The interrupt the IOMMU translating `bdf` raises for a fault, by the name
 // /proc/interrupts shows for it: Intel VT-d's "dmarN" (the unit's name,
 // which is also its /sys/class/iommu name), virtio-iommu's event queue
-// "virtioN-event" (its queue carries fault reports only). Counted, it shows
-// a fault no rate limit can hide, though not whose or where. nullopt for an
-// IOMMU without such a line (AMD-Vi's event log also carries other
-// events).
+// "virtioN-event" (its queue carries fault reports only; under QEMU 10 the
+// device has one INTx line for all its queues instead, and no line of that
+// name). Counted, it shows a fault no rate limit can hide, though not whose
+// or where. nullopt for an IOMMU without such a line (AMD-Vi's event log
+// also carries other events).
 std::optional<std::string> iommu_fault_irq_name(const Bdf& bdf, const std::filesystem::path& sys_root = "/sys");
 
 // How often the interrupt named `name` (an action name, the last column)
