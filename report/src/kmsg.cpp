@@ -65,15 +65,6 @@ Result<KernelLogReader> KernelLogReader::open() {
   return KernelLogReader(std::move(fd));
 }
 
-Result<std::vector<LogRecord>> KernelLogReader::read_all() {
-  UniqueFd fd(::open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC));
-  if (!fd) {
-    const int err = errno;
-    return std::unexpected(make_error(err, "open /dev/kmsg", "reading the kernel log needs CAP_SYSLOG"));
-  }
-  return read_records(fd.get());
-}
-
 std::vector<std::string> KernelLogReader::read_new() {
   std::vector<std::string> messages;
   for (auto& record : read_records(fd_.get())) messages.push_back(std::move(record.message));

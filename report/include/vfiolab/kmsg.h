@@ -1,6 +1,6 @@
-// The kernel's log as /dev/kmsg serves it: every record still buffered, or
-// the records logged from a moment on. Nothing here knows about VFIO; the
-// IOMMU fault parser (iommu_fault.h) and the tests read through it.
+// The kernel's log as /dev/kmsg serves it: the records logged from a moment
+// on. Nothing here knows about VFIO; the IOMMU fault parser (iommu_fault.h)
+// and the tests read through it.
 #pragma once
 
 #include "vfiolab/error.h"
@@ -25,8 +25,6 @@ struct LogRecord {
 class KernelLogReader {
  public:
   static Result<KernelLogReader> open();
-  // Every record still in the kernel's log buffer, oldest first.
-  static Result<std::vector<LogRecord>> read_all();
   // The messages logged since open() or the last call, without their
   // record headers.
   std::vector<std::string> read_new();
