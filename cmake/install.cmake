@@ -78,7 +78,7 @@ function(vfiolab_install_package)
   # vfiolab-lab wrapper; lab/run learns from installed.conf where the
   # programs and the report tool are, and that it builds nothing.
   install(PROGRAMS lab/run lab/common.sh lab/kernel.sh lab/initramfs.sh lab/qemu.sh
-    lab/kernel-source.sh DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
+    lab/kernel-source.sh lab/shard.sh DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   install(FILES lab/kernel.config lab/kselftest-compat.h lab/suite.plan lab/quick.plan
     lab/kernel-selftests.plan DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   install(PROGRAMS lab/guest/init DESTINATION ${VFIOLAB_LAB_DATADIR}/guest COMPONENT lab)

@@ -164,3 +164,13 @@ lab_apt_download() {
 lab_apt_candidate() {
     lab_apt "$1" apt-cache policy "$2" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }'
 }
+
+# lab_memory_mib SIZE: QEMU's -m SIZE (6G, 6144M, or MiB without a suffix)
+# in MiB; fails on anything else.
+lab_memory_mib() {
+    case $1 in
+        *[gG]) [[ ${1%?} =~ ^[1-9][0-9]*$ ]] && echo $(( ${1%?} * 1024 )) ;;
+        *[mM]) [[ ${1%?} =~ ^[1-9][0-9]*$ ]] && echo "${1%?}" ;;
+        *) [[ $1 =~ ^[1-9][0-9]*$ ]] && echo "$1" ;;
+    esac
+}

@@ -1,14 +1,20 @@
 // vfiolab-lab-report: the lab runner's reporting half.
 //
-//   vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]
+//   vfiolab-lab-report follow [--verbose] [--label NAME] [--timing FILE] [--tests FILE]
 //       Read the guest's progress lines (see lab/runner/main.cpp) from stdin
-//       as they arrive and print each program's results; at the end write
-//       the timing table (boot, programs, slowest tests) and every test's
-//       time (tab-separated).
-//   vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...
+//       as they arrive and print each program's results (each line after
+//       "NAME: " with --label); at the end write the timing table (boot,
+//       programs, slowest tests) and every test's time (tab-separated).
+//   vfiolab-lab-report merge --plan FILE --out FILE KTAP...
+//       One KTAP document from those of the machines a run was split over
+//       (merge.h), in the order of the plan file's entries.
+//   vfiolab-lab-report summarize --ktap FILE --kernel-log FILE... [--junit FILE] [--note TEXT]...
 //       Parse the finished run: per-program and total counts, kernel
 //       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
-//       JUnit XML. Exit 0 when nothing failed, 1 otherwise.
+//       JUnit XML. Exit 0 when nothing failed, 1 otherwise. Several
+//       --kernel-log (one per machine) are scanned each on its own, their
+//       line numbers counted through as if they were one file after
+//       another, as lab/run writes them into console.log.
 //   vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--part]
 //                             [--note TEXT]...
 //       Hold the finished run against its lane's expectations (expect.h):
@@ -18,6 +24,7 @@
 //       Exit 0 when the run was as expected, 1 otherwise.
 #include "expect.h"
 #include "junit.h"
+#include "merge.h"
 #include "progress.h"
 
 #include "vfiolab/kernel_log.h"
@@ -53,11 +60,12 @@ std::string counts_text(const ktap::Counts& counts) {
   return fmt::format("{} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
 }
 
-int follow(bool verbose, const std::string& timing_path, const std::string& tests_path) {
+int follow(bool verbose, const std::string& label, const std::string& timing_path, const std::string& tests_path) {
   auto start = std::chrono::steady_clock::now();
+  const std::string prefix = label.empty() ? "" : label + ": ";
   lab::Progress progress(
-      [](const std::string& line) {
-        fmt::print("{}\n", line);
+      [&prefix](const std::string& line) {
+        fmt::print("{}{}\n", prefix, line);
         std::fflush(stdout);
       },
       verbose);
@@ -117,18 +125,32 @@ struct Run {
   }
 };
 
-std::optional<Run> load_run(const std::string& ktap_path, const std::string& log_path, std::vector<std::string> notes) {
+std::optional<Run> load_run(const std::string& ktap_path, const std::vector<std::string>& log_paths,
+                            std::vector<std::string> notes) {
   auto ktap_text = read_file(ktap_path);
   if (!ktap_text) {
     fmt::print(stderr, "vfiolab-lab-report: cannot read KTAP file '{}'\n", ktap_path);
     return std::nullopt;
   }
-  auto log_text = read_file(log_path);
-  if (!log_text) notes.push_back(fmt::format("no kernel log at '{}'", log_path));
 
   Run run;
   run.document = ktap::parse(*ktap_text);
-  if (log_text) run.findings = kernel_log::scan(*log_text);
+  // Each machine's log on its own (a program running when one machine's log
+  // ends is not running in the next), numbered as one file.
+  int lines_before = 0;
+  for (const auto& log_path : log_paths) {
+    auto log_text = read_file(log_path);
+    if (!log_text) {
+      notes.push_back(fmt::format("no kernel log at '{}'", log_path));
+      continue;
+    }
+    for (auto finding : kernel_log::scan(*log_text)) {
+      finding.line += lines_before;
+      run.findings.push_back(std::move(finding));
+    }
+    lines_before += static_cast<int>(std::count(log_text->begin(), log_text->end(), '\n'));
+    if (!log_text->empty() && log_text->back() != '\n') ++lines_before;
+  }
   const auto& document = run.document;
   if (!document.plan) {
     notes.push_back("the guest never started its plan (no KTAP plan line on the results port)");
@@ -141,9 +163,9 @@ std::optional<Run> load_run(const std::string& ktap_path, const std::string& log
   return run;
 }
 
-int summarize(const std::string& ktap_path, const std::string& log_path, const std::string& junit_path,
+int summarize(const std::string& ktap_path, const std::vector<std::string>& log_paths, const std::string& junit_path,
               std::vector<std::string> notes) {
-  auto loaded = load_run(ktap_path, log_path, std::move(notes));
+  auto loaded = load_run(ktap_path, log_paths, std::move(notes));
   if (!loaded) return 2;
   const ktap::Document& document = loaded->document;
   const auto& findings = loaded->findings;
@@ -191,9 +213,9 @@ int summarize(const std::string& ktap_path, const std::string& log_path, const s
 
 // The run held against its lane's expectations (expect.h). Kernel reports
 // and notes are never expected: each fails the lane.
-int expect(const std::string& ktap_path, const std::string& log_path, const std::string& expect_path,
+int expect(const std::string& ktap_path, const std::vector<std::string>& log_paths, const std::string& expect_path,
            const std::string& draft_path, lab::Scope scope, std::vector<std::string> notes) {
-  auto loaded = load_run(ktap_path, log_path, std::move(notes));
+  auto loaded = load_run(ktap_path, log_paths, std::move(notes));
   if (!loaded) return 2;
   const auto run = lab::leaves(loaded->document);
   if (!draft_path.empty()) {
@@ -286,11 +308,55 @@ int monitor(const std::string& path, const std::vector<std::string>& commands) {
   return 0;
 }
 
+// merge --plan FILE --out FILE KTAP...: see merge.h.
+int merge(const std::vector<std::string>& args) {
+  std::string plan_path, out_path;
+  std::vector<std::string> documents;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if ((args[i] == "--plan" || args[i] == "--out") && i + 1 < args.size()) {
+      (args[i] == "--plan" ? plan_path : out_path) = args[i + 1];
+      ++i;
+      continue;
+    }
+    if (args[i].starts_with("-")) {
+      fmt::print(stderr, "vfiolab-lab-report merge: unknown option '{}'\n", args[i]);
+      return 2;
+    }
+    auto text = read_file(args[i]);
+    if (!text) {
+      fmt::print(stderr, "vfiolab-lab-report merge: cannot read KTAP file '{}'\n", args[i]);
+      return 2;
+    }
+    documents.push_back(std::move(*text));
+  }
+  auto plan = plan_path.empty() ? std::nullopt : read_file(plan_path);
+  if (!plan || out_path.empty()) {
+    fmt::print(stderr, "vfiolab-lab-report merge: {}\n",
+               plan_path.empty() || out_path.empty() ? "--plan FILE and --out FILE are needed"
+                                                     : fmt::format("cannot read plan '{}'", plan_path));
+    return 2;
+  }
+  std::vector<std::string> names;
+  std::istringstream lines(*plan);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    if (std::string name; words >> name && !name.starts_with("#")) names.push_back(name);
+  }
+  std::ofstream out(out_path);
+  out << lab::merge_ktap(names, documents);
+  if (!out) {
+    fmt::print(stderr, "vfiolab-lab-report merge: cannot write '{}'\n", out_path);
+    return 2;
+  }
+  return 0;
+}
+
 int usage() {
   fmt::print(stderr,
-             "usage: vfiolab-lab-report follow [--verbose] [--timing FILE] [--tests FILE]\n"
-             "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE [--junit FILE] [--note TEXT]...\n"
-             "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE --expect FILE [--draft FILE] [--part] "
+             "usage: vfiolab-lab-report follow [--verbose] [--label NAME] [--timing FILE] [--tests FILE]\n"
+             "       vfiolab-lab-report merge --plan FILE --out FILE KTAP...\n"
+             "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE... [--junit FILE] [--note TEXT]...\n"
+             "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE... --expect FILE [--draft FILE] [--part] "
              "[--note TEXT]...\n"
              "       vfiolab-lab-report monitor SOCKET COMMAND...\n");
   return 2;
@@ -303,25 +369,27 @@ int main(int argc, char** argv) {
   if (args.empty()) return usage();
   if (args[0] == "follow") {
     bool verbose = false;
-    std::string timing, tests;
+    std::string label, timing, tests;
     for (std::size_t i = 1; i < args.size(); ++i) {
       if (args[i] == "--verbose" || args[i] == "-v") {
         verbose = true;
-      } else if ((args[i] == "--timing" || args[i] == "--tests") && i + 1 < args.size()) {
-        (args[i] == "--timing" ? timing : tests) = args[i + 1];
+      } else if ((args[i] == "--timing" || args[i] == "--tests" || args[i] == "--label") && i + 1 < args.size()) {
+        (args[i] == "--timing" ? timing : args[i] == "--tests" ? tests : label) = args[i + 1];
         ++i;
       } else {
         return usage();
       }
     }
-    return follow(verbose, timing, tests);
+    return follow(verbose, label, timing, tests);
   }
+  if (args[0] == "merge") return merge(std::vector<std::string>(args.begin() + 1, args.end()));
   if (args[0] == "monitor") {
     if (args.size() < 3) return usage();
     return monitor(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
   }
   if (args[0] != "summarize" && args[0] != "expect") return usage();
-  std::string ktap_path, log_path, junit_path, expect_path, draft_path;
+  std::string ktap_path, junit_path, expect_path, draft_path;
+  std::vector<std::string> log_paths;
   std::vector<std::string> notes;
   lab::Scope scope = lab::Scope::whole_plan;
   for (std::size_t i = 1; i < args.size(); ++i) {
@@ -334,7 +402,7 @@ int main(int argc, char** argv) {
     if (args[i] == "--ktap") {
       ktap_path = value;
     } else if (args[i] == "--kernel-log") {
-      log_path = value;
+      log_paths.push_back(value);
     } else if (args[i] == "--junit" && args[0] == "summarize") {
       junit_path = value;
     } else if (args[i] == "--expect" && args[0] == "expect") {
@@ -348,10 +416,10 @@ int main(int argc, char** argv) {
     }
     ++i;
   }
-  if (ktap_path.empty() || log_path.empty()) return usage();
+  if (ktap_path.empty() || log_paths.empty()) return usage();
   if (args[0] == "expect") {
     if (expect_path.empty()) return usage();
-    return expect(ktap_path, log_path, expect_path, draft_path, scope, std::move(notes));
+    return expect(ktap_path, log_paths, expect_path, draft_path, scope, std::move(notes));
   }
-  return summarize(ktap_path, log_path, junit_path, std::move(notes));
+  return summarize(ktap_path, log_paths, junit_path, std::move(notes));
 }
