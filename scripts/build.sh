@@ -7,9 +7,16 @@
 # into the lab cache (lab/kernel.sh --headers-only) and used. Programs for the
 # lab (the install component "guest") are staged in BUILD_DIR/stage. Default
 # BUILD_DIR: build/main.
+#
+# Compiles go through ccache (from scripts/deps.sh) where it is installed,
+# with its cache in the lab's (VFIOLAB_CACHE, ~/.cache/vfiolab/ccache) and
+# paths inside the checkout hashed relative to it, so that another checkout
+# of the same sources (a clean clone in CI, scripts/check-paths' copies)
+# compiles only what differs. VFIOLAB_CCACHE=0 compiles without it.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$top/lab/common.sh"
 build_dir="$top/build/main"
 uapi=""
 cmake_args=()
@@ -25,10 +32,20 @@ if [ -z "$uapi" ]; then
 fi
 [ -f "$uapi/linux/vfio.h" ] || { echo "build: '$uapi' holds no linux/vfio.h" >&2; exit 1; }
 
+launcher=()
+if [ "${VFIOLAB_CCACHE:-1}" != 0 ] && command -v ccache >/dev/null; then
+    # Also in the launcher itself, so a later `cmake --build` of this folder
+    # uses the same cache. NOHASHDIR: the build folder (in the debug info's
+    # compilation directory) is not part of the hash, so copies share hits.
+    launcher="env;CCACHE_DIR=$LAB_CACHE/ccache;CCACHE_BASEDIR=$top;CCACHE_NOHASHDIR=1;ccache"
+    launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER="$launcher" -DCMAKE_C_COMPILER_LAUNCHER="$launcher")
+else
+    launcher=(-UCMAKE_CXX_COMPILER_LAUNCHER -UCMAKE_C_COMPILER_LAUNCHER)
+fi
 werror=OFF
 [ "${CI:-}" != true ] || werror=ON
 cmake -S "$top" -B "$build_dir" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" \
-    -DVFIOLAB_UAPI_INCLUDE="$uapi" -DVFIOLAB_WERROR="$werror" \
+    -DVFIOLAB_UAPI_INCLUDE="$uapi" -DVFIOLAB_WERROR="$werror" "${launcher[@]}" \
     ${cmake_args[@]+"${cmake_args[@]}"} >/dev/null
 cmake --build "$build_dir" -j"$(( $(nproc) + 1 ))"
 rm -rf "$build_dir/stage"

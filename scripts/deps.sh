@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
     # build
     g++ binutils make cmake pkgconf libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+    # builds of the same sources from other checkouts and runs (scripts/build.sh)
+    ccache
     # lab kernel
     linux-source-6.12 bc bison flex libelf-dev libssl-dev cpio rsync xz-utils kmod
     # lab machine
