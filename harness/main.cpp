@@ -251,23 +251,33 @@ void usage(const char* program) {
 
 }  // namespace
 
-bool run_noted(std::string_view key) {
-  const auto notes = run_notes();
-  for (std::size_t at = 0; at < notes.size() && notes[at] != '\0';) {
+namespace {
+
+// Where `key` is among the run's notes, or else where their list ends.
+struct NoteSearch {
+  bool found;
+  std::size_t at;
+};
+NoteSearch find_note(std::span<const char> notes, std::string_view key) {
+  std::size_t at = 0;
+  while (at < notes.size() && notes[at] != '\0') {
     const std::string_view noted(notes.data() + at);
-    if (noted == key) return true;
+    if (noted == key) return {true, at};
     at += noted.size() + 1;
   }
-  return false;
+  return {false, at};
 }
 
+}  // namespace
+
+bool run_noted(std::string_view key) { return find_note(run_notes(), key).found; }
+
 void note_for_run(std::string_view key) {
-  if (key.empty() || run_noted(key)) return;
+  if (key.empty()) return;
   const auto notes = run_notes();
-  std::size_t end = 0;
-  while (end < notes.size() && notes[end] != '\0') end += std::strlen(notes.data() + end) + 1;
+  const auto [found, end] = find_note(notes, key);
   // Room for the key, its NUL and the empty key that ends the list.
-  if (end + key.size() + 2 > notes.size()) return;
+  if (found || end + key.size() + 2 > notes.size()) return;
   std::memcpy(notes.data() + end, key.data(), key.size());
   notes[end + key.size()] = '\0';
 }

@@ -13,7 +13,7 @@ expect() {
         fail=1
     fi
 }
-expect '^1\.\.7$'
+expect '^1\.\.9$'
 expect '^ok 1 harness_isolation\.passes_before$'
 # Without sanitizers the signal kills the test; ASan catches it and exits 1.
 expect '^# (killed by signal 11|.*AddressSanitizer)'
@@ -26,7 +26,9 @@ expect '^# .*on purpose'
 expect '^not ok 5 harness_isolation\.fails$'
 expect '^ok 6 harness_isolation\.skips # SKIP no such feature here$'
 expect '^ok 7 harness_isolation\.passes_after$'
-expect '^# Totals: pass:2 fail:4 xfail:0 xpass:0 skip:1 error:0$'
+expect '^ok 8 harness_isolation\.notes_for_the_run$'
+expect '^ok 9 harness_isolation\.sees_an_earlier_tests_note$'
+expect '^# Totals: pass:4 fail:4 xfail:0 xpass:0 skip:1 error:0$'
 [ "$status" = 1 ] || { echo "check: exit status $status, expected 1"; fail=1; }
 
 # Bad selections and timeouts are errors (exit 1 and a message naming the

@@ -29,4 +29,21 @@ TEST(harness_isolation, skips) { GTEST_SKIP() << "no such feature here"; }
 
 TEST(harness_isolation, passes_after) { SUCCEED(); }
 
+// Each test has a process of its own: a note for the run must reach the
+// tests after it (run_noted), past the crash and the hangs above.
+TEST(harness_isolation, notes_for_the_run) {
+  EXPECT_FALSE(vfiolab::harness::run_noted("seen"));
+  vfiolab::harness::note_for_run("seen");
+  vfiolab::harness::note_for_run("seen");
+  vfiolab::harness::note_for_run("seen too");
+  EXPECT_TRUE(vfiolab::harness::run_noted("seen"));
+  EXPECT_FALSE(vfiolab::harness::run_noted("see"));
+}
+
+TEST(harness_isolation, sees_an_earlier_tests_note) {
+  EXPECT_TRUE(vfiolab::harness::run_noted("seen"));
+  EXPECT_TRUE(vfiolab::harness::run_noted("seen too"));
+  EXPECT_FALSE(vfiolab::harness::run_noted("never noted"));
+}
+
 }  // namespace
