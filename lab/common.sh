@@ -174,3 +174,20 @@ lab_memory_mib() {
         *) [[ $1 =~ ^[1-9][0-9]*$ ]] && echo "$1" ;;
     esac
 }
+
+# lab_machines_that_fit MEMORY_MIB CPUS: how many lab machines of that size
+# this host runs at once. A busy TCG vCPU is a busy host thread, but a lab
+# guest's vCPU idles a good part of the time (edu's copies wait on QEMU's
+# 100 ms timer, the fault tests on the IOMMU's fault log): one machine more
+# than the cores take (on 2 cores the default lane took 131.5 s over two
+# machines, 82.7 s over three; README, "Machines side by side"). At most one
+# per MEMORY_MIB plus 1 GiB (QEMU's own) of available memory; at least one.
+lab_machines_that_fit() {
+    local memory_mib=$1 cpus=$2 available_mib machines by_memory
+    available_mib=$(awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo)
+    machines=$(( $(nproc) / cpus + 1 ))
+    by_memory=$(( available_mib / (memory_mib + 1024) ))
+    [ "$by_memory" -ge "$machines" ] || machines=$by_memory
+    [ "$machines" -ge 1 ] || machines=1
+    echo "$machines"
+}

@@ -19,6 +19,8 @@ plan=$1
 weights=$2
 shift 2
 [ -f "$weights" ] || weights=/dev/null
+split=$(mktemp)
+trap 'rm -f "$split"' EXIT
 
 awk -v machines=$# '
     function median(   n, i, j, t, v) {
@@ -55,14 +57,13 @@ awk -v machines=$# '
         for (i = 1; i <= n; i++) print where[i] "\t" line[i]
         for (m = 1; m <= machines; m++) printf "#\t%d\t%.0f\n", m, load[m]
     }
-' "$weights" "$plan" >"${TMPDIR:-/tmp}/shard.$$"
+' "$weights" "$plan" >"$split"
 status=0
 m=0
 for dir in "$@"; do
     m=$((m + 1))
-    awk -F'\t' -v m=$m '$1 == m { sub(/^[^\t]*\t/, ""); print }' "${TMPDIR:-/tmp}/shard.$$" >"$dir/plan" || status=1
+    awk -F'\t' -v m=$m '$1 == m { sub(/^[^\t]*\t/, ""); print }' "$split" >"$dir/plan" || status=1
     awk -F'\t' -v m=$m -v dir="$dir" '$1 == "#" && $2 == m { est = $3 } $1 == m { n++ }
-        END { printf "lab: machine %d (%s): %d entries, about %d s of program time\n", m, dir, n, est }' "${TMPDIR:-/tmp}/shard.$$" >&2
+        END { printf "lab: machine %d (%s): %d entries, about %d s of program time\n", m, dir, n, est }' "$split" >&2
 done
-rm -f "${TMPDIR:-/tmp}/shard.$$"
 exit "$status"
