@@ -11,8 +11,8 @@
 // after it), hot-reset info. --share opens two devices on one Iommu and maps
 // one buffer for both. The open errors for a malformed BDF, an absent device
 // and a device not on vfio-pci are checked too, unless --no-open-errors (the
-// lab runs the probe in parts and checks them once). Exit 0 pass, 1 fail,
-// 4 skip.
+// lab runs the probe in parts and checks them once). Exit 0 pass, 1 fail
+// (a bad argument too, named on stderr), 4 skip (no device given).
 #include "vfiolab/ktap.h"
 #include "vfiolab/memory.h"
 #include "vfiolab/pci_device.h"
@@ -371,10 +371,17 @@ void probe_open_errors(Run& run, const std::optional<std::string>& other) {
   if (other) expect_error("not_on_vfio_pci", *other, "not on vfio-pci");
 }
 
-int usage() {
+void usage() {
   fmt::print(stderr, "usage: vfiolab-probe [--mode NAME]... [--share BDF,BDF]... [--no-open-errors] BDF...   "
                      "(or VFIO_SELFTESTS_BDF)\n");
-  return ktap::kExitSkip;
+}
+
+// A bad argument fails the run, naming it: a typo in a plan must not read
+// as a SKIP.
+int refuse(std::string_view problem) {
+  fmt::print(stderr, "vfiolab-probe: {}\n", problem);
+  usage();
+  return ktap::kExitFail;
 }
 
 }  // namespace
@@ -386,22 +393,21 @@ int main(int argc, char** argv) {
   bool open_errors = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "--mode" && i + 1 < argc) {
+    if ((arg == "--mode" || arg == "--share") && i + 1 >= argc) {
+      return refuse(fmt::format("{} needs a value", arg));
+    } else if (arg == "--mode") {
       auto mode = iommu_mode_from_name(argv[++i]);
-      if (!mode) {
-        fmt::print(stderr, "vfiolab-probe: {}\n", mode.error().message());
-        return ktap::kExitFail;
-      }
+      if (!mode) return refuse(mode.error().message());
       modes.push_back(*mode);
-    } else if (arg == "--share" && i + 1 < argc) {
+    } else if (arg == "--share") {
       std::string pair = argv[++i];
       auto comma = pair.find(',');
-      if (comma == std::string::npos) return usage();
+      if (comma == std::string::npos) return refuse(fmt::format("--share wants BDF,BDF, not '{}'", pair));
       shares.emplace_back(pair.substr(0, comma), pair.substr(comma + 1));
     } else if (arg == "--no-open-errors") {
       open_errors = false;
     } else if (arg.starts_with("-")) {
-      return usage();
+      return refuse(fmt::format("unknown option '{}'", arg));
     } else {
       devices.push_back(arg);
     }
@@ -409,12 +415,19 @@ int main(int argc, char** argv) {
   if (devices.empty() && shares.empty()) {
     if (const char* env = std::getenv("VFIO_SELFTESTS_BDF")) devices.push_back(env);
   }
-  if (devices.empty() && shares.empty()) return usage();
+  if (devices.empty() && shares.empty()) {
+    // No device is the machine's lack, not a mistake: SKIP, as the
+    // harness's programs do.
+    ktap::Writer out;
+    out.header();
+    out.plan(0);
+    out.diagnostic("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
+    usage();
+    ktap::write_totals(stdout, {});
+    return ktap::kExitSkip;
+  }
   for (const auto& bdf : devices) {
-    if (auto parsed = parse_bdf(bdf); !parsed) {
-      fmt::print(stderr, "vfiolab-probe: {}\n", parsed.error().message());
-      return ktap::kExitFail;
-    }
+    if (auto parsed = parse_bdf(bdf); !parsed) return refuse(parsed.error().message());
   }
   if (modes.empty()) {
     for (const auto& info : all_iommu_modes()) modes.push_back(info.mode);
