@@ -110,10 +110,13 @@ void Progress::feed(std::string_view line, double now) {
     program.seconds = number(f[3]);
     program.status = std::string(f[2]);
     for (const auto& result : document.results) program.counts += ktap::count(result);
-    std::string verdict = program.status == "0" || program.status == "4" ? "ok" : "not ok";
+    // The status as the plan runner sent it: a kselftest exit code, or
+    // something else (a signal's name) that is shown as it is.
+    const auto is = [&](int code) { return program.status == std::to_string(code); };
+    std::string verdict = is(ktap::kExitPass) || is(ktap::kExitSkip) ? "ok" : "not ok";
     print_(fmt::format("{} {} {} ({} passed, {} failed, {} skipped) in {:.1f} s{}", stamp(now), verdict, program.name,
                        program.counts.passed, program.counts.failed, program.counts.skipped, program.seconds,
-                       program.status == "0" || program.status == "4" || program.status == "1"
+                       is(ktap::kExitPass) || is(ktap::kExitSkip) || is(ktap::kExitFail)
                            ? ""
                            : fmt::format(" (exit status {})", program.status)));
     running_.erase(it);

@@ -19,6 +19,7 @@
 // programs running when it appeared.
 #include "plan.h"
 
+#include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
 #include "vfiolab/text.h"
 #include "vfiolab/unique_fd.h"
@@ -331,9 +332,9 @@ class Runner {
                                                "kernel: see the kernel log)",
                                                e.name, timeout_.count(), kStuckGrace.count()));
       report(e.name, block, "not ok", " # TIMEOUT");
-    } else if (code == 0) {
+    } else if (code == ktap::kExitPass) {
       report(e.name, block, "ok", "");
-    } else if (code == 4) {
+    } else if (code == ktap::kExitSkip) {
       const std::string why = lab::whole_skip_reason(job.lines);
       report(e.name, block, "ok", why.empty() ? std::string(" # SKIP") : " # SKIP " + why);
     } else {
