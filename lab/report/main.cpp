@@ -25,6 +25,7 @@
 #include "expect.h"
 #include "junit.h"
 #include "merge.h"
+#include "plan.h"
 #include "progress.h"
 
 #include "vfiolab/kernel_log.h"
@@ -336,12 +337,13 @@ int merge(const std::vector<std::string>& args) {
                                                      : fmt::format("cannot read plan '{}'", plan_path));
     return 2;
   }
-  std::vector<std::string> names;
-  std::istringstream lines(*plan);
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream words(line);
-    if (std::string name; words >> name && !name.starts_with("#")) names.push_back(name);
+  auto entries = lab::parse_plan(*plan);
+  if (!entries) {
+    fmt::print(stderr, "vfiolab-lab-report merge: plan '{}': {}\n", plan_path, entries.error().message());
+    return 2;
   }
+  std::vector<std::string> names;
+  for (const auto& entry : *entries) names.push_back(entry.name);
   std::ofstream out(out_path);
   out << lab::merge_ktap(names, documents);
   if (!out) {
