@@ -47,7 +47,7 @@ function(vfiolab_install_package)
 
   install(DIRECTORY include/vfiolab report/include/vfiolab drivers/include/vfiolab kvm/include/vfiolab
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT development)
-  install(FILES harness/harness.h harness/check.h harness/device.h
+  install(FILES harness/harness.h harness/check.h harness/device.h harness/scope_exit.h
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/vfiolab/harness COMPONENT development)
   # The public headers use the kernel's uAPI (linux/vfio.h, linux/iommufd.h,
   # linux/kvm.h) of the kernel vfiolab was built against, newer than Debian's

@@ -56,3 +56,28 @@ Error device_error(int errnum, std::string device, std::string operation, std::s
 Error wrap_error(const Error& cause, int errnum, std::string operation, std::string device = {});
 
 }  // namespace vfiolab
+
+// Passing an error up, the one way: a call whose error is also the caller's
+// error goes through these, never a hand-written
+// `if (!x) return std::unexpected(x.error());`. The enclosing function
+// returns some Result<U>; the error is moved up unchanged (wrap it with
+// wrap_error() first when the caller has something to add).
+//
+//   VFIOLAB_TRY(device.enable_bus_master());
+//   VFIOLAB_ASSIGN_OR_RETURN(auto fd, open_file(path));
+//   VFIOLAB_ASSIGN_OR_RETURN(size, parse_size(text));   // an existing variable
+#define VFIOLAB_TRY(expr)                                                     \
+  do {                                                                        \
+    auto&& vfiolab_try_ = (expr);                                             \
+    if (!vfiolab_try_) return std::unexpected(std::move(vfiolab_try_.error())); \
+  } while (0)
+
+#define VFIOLAB_CONCAT_INNER_(a, b) a##b
+#define VFIOLAB_CONCAT_(a, b) VFIOLAB_CONCAT_INNER_(a, b)
+#define VFIOLAB_ASSIGN_OR_RETURN_(result, lhs, expr)                  \
+  auto result = (expr);                                               \
+  if (!result) return std::unexpected(std::move(result.error()));     \
+  lhs = std::move(*result)
+// `lhs` declares a variable (`auto x`, `const auto& y`) or names one.
+#define VFIOLAB_ASSIGN_OR_RETURN(lhs, expr) \
+  VFIOLAB_ASSIGN_OR_RETURN_(VFIOLAB_CONCAT_(vfiolab_result_, __COUNTER__), lhs, expr)
