@@ -8,6 +8,11 @@
 //   vfiolab-lab-report merge --plan FILE --out FILE KTAP...
 //       One KTAP document from those of the machines a run was split over
 //       (merge.h), in the order of the plan file's entries.
+//   vfiolab-lab-report files STREAM FOLDER
+//       Write into FOLDER the files a guest sent back on its files port
+//       (files.h), saying each one's path on stderr, or that it arrived
+//       damaged or truncated (then its base64 is left as NAME.b64). Exit 0
+//       however they arrived: a lost file is named, and the run goes on.
 //   vfiolab-lab-report summarize --ktap FILE --kernel-log FILE... [--junit FILE] [--note TEXT]...
 //       Parse the finished run: per-program and total counts, kernel
 //       reports (WARNING, BUG, Oops, ...) as failures with their log lines,
@@ -23,6 +28,7 @@
 //       part of the plan (the fast tier) against what of the file ran.
 //       Exit 0 when the run was as expected, 1 otherwise.
 #include "expect.h"
+#include "files.h"
 #include "junit.h"
 #include "merge.h"
 #include "plan.h"
@@ -30,6 +36,7 @@
 
 #include "vfiolab/kernel_log.h"
 #include "vfiolab/ktap.h"
+#include "vfiolab/text.h"
 
 #include "vfiolab/unique_fd.h"
 
@@ -45,6 +52,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -353,10 +361,55 @@ int merge(const std::vector<std::string>& args) {
   return 0;
 }
 
+int files(const std::string& stream_path, const std::string& folder) {
+  auto stream = text::read_file(stream_path);
+  if (!stream) {
+    // No stream: the guest sent nothing (a machine that never booted).
+    if (stream.error().errnum == ENOENT) return 0;
+    fmt::print(stderr, "vfiolab-lab-report files: {}\n", stream.error().message());
+    return 2;
+  }
+  const auto sent = lab::parse_sent_files(*stream);
+  if (sent.empty()) return 0;
+  std::error_code error;
+  std::filesystem::create_directories(folder, error);
+  if (error) {
+    fmt::print(stderr, "vfiolab-lab-report files: cannot make '{}': {}\n", folder, error.message());
+    return 2;
+  }
+  for (const auto& file : sent) {
+    const auto path = std::filesystem::path(folder) / file.name;
+    const auto written = file.bytes ? path : std::filesystem::path(path.string() + ".b64");
+    std::ofstream out(written, std::ios::binary);
+    if (file.bytes) {
+      out << *file.bytes;
+    } else {
+      out << file.base64 << '\n';
+    }
+    if (!out.flush()) {
+      fmt::print(stderr, "vfiolab-lab-report files: cannot write '{}'\n", written.string());
+      return 2;
+    }
+    if (file.bytes) {
+      fmt::print(stderr, "lab: file from the guest: {}\n", path.string());
+      continue;
+    }
+    if (file.truncated) {
+      fmt::print(stderr, "lab: file from the guest: {} arrived truncated (left as {}.b64)\n", file.name,
+                 path.string());
+    } else {
+      fmt::print(stderr, "lab: file from the guest: {} arrived damaged (left as {}.b64)\n", file.name,
+                 path.string());
+    }
+  }
+  return 0;
+}
+
 int usage() {
   fmt::print(stderr,
              "usage: vfiolab-lab-report follow [--verbose] [--label NAME] [--timing FILE] [--tests FILE]\n"
              "       vfiolab-lab-report merge --plan FILE --out FILE KTAP...\n"
+             "       vfiolab-lab-report files STREAM FOLDER\n"
              "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE... [--junit FILE] [--note TEXT]...\n"
              "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE... --expect FILE [--draft FILE] [--part] "
              "[--note TEXT]...\n"
@@ -385,6 +438,10 @@ int main(int argc, char** argv) {
     return follow(verbose, label, timing, tests);
   }
   if (args[0] == "merge") return merge(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (args[0] == "files") {
+    if (args.size() != 3) return usage();
+    return files(args[1], args[2]);
+  }
   if (args[0] == "monitor") {
     if (args.size() < 3) return usage();
     return monitor(args[1], std::vector<std::string>(args.begin() + 2, args.end()));
