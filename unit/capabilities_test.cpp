@@ -10,6 +10,7 @@
 #include <limits>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace vfiolab {
@@ -328,6 +329,14 @@ void put_pci_cap(ByteBuffer& config, std::uint8_t offset, std::uint8_t id, std::
   config.put<std::uint8_t>(offset + 1, next);
 }
 
+// A walk's capabilities as (ID, offset, version) triples, to compare with a list whole.
+using CapabilityFields = std::vector<std::tuple<unsigned, unsigned, unsigned>>;
+CapabilityFields fields(const std::vector<PciCapability>& caps) {
+  CapabilityFields out;
+  for (const PciCapability& cap : caps) out.emplace_back(cap.id, cap.offset, cap.version);
+  return out;
+}
+
 std::uint32_t ext_header(std::uint16_t id, std::uint8_t version, std::uint32_t next) {
   return id | (std::uint32_t{version} << 16) | (next << 20);
 }
@@ -337,15 +346,8 @@ TEST(PciCapabilities, StandardList) {
   put_pci_cap(config, 0x40, 0x01, 0x50);  // power management
   put_pci_cap(config, 0x50, 0x05, 0x70);  // MSI
   put_pci_cap(config, 0x70, 0x10, 0x00);  // PCI Express
-  const auto caps = check(walk_pci_capabilities(config.view()));
-  ASSERT_EQ(caps.size(), 3u);
-  EXPECT_EQ(caps[0].id, 0x01);
-  EXPECT_EQ(caps[0].offset, 0x40);
-  EXPECT_EQ(caps[1].id, 0x05);
-  EXPECT_EQ(caps[1].offset, 0x50);
-  EXPECT_EQ(caps[2].id, 0x10);
-  EXPECT_EQ(caps[2].offset, 0x70);
-  EXPECT_EQ(caps[2].version, 0);
+  EXPECT_EQ(fields(check(walk_pci_capabilities(config.view()))),
+            (CapabilityFields{{0x01, 0x40, 0}, {0x05, 0x50, 0}, {0x10, 0x70, 0}}));
 }
 
 TEST(PciCapabilities, StatusBitClearMeansNoList) {
@@ -422,14 +424,8 @@ TEST(PciCapabilities, ExtendedList) {
   auto config = make_config(4096, 0x00);
   config.put<std::uint32_t>(0x100, ext_header(0x0001, 2, 0x148));  // AER
   config.put<std::uint32_t>(0x148, ext_header(0x000d, 1, 0));      // ACS
-  const auto caps = check(walk_pci_ext_capabilities(config.view()));
-  ASSERT_EQ(caps.size(), 2u);
-  EXPECT_EQ(caps[0].id, 0x0001);
-  EXPECT_EQ(caps[0].version, 2);
-  EXPECT_EQ(caps[0].offset, 0x100);
-  EXPECT_EQ(caps[1].id, 0x000d);
-  EXPECT_EQ(caps[1].version, 1);
-  EXPECT_EQ(caps[1].offset, 0x148);
+  EXPECT_EQ(fields(check(walk_pci_ext_capabilities(config.view()))),
+            (CapabilityFields{{0x0001, 0x100, 2}, {0x000d, 0x148, 1}}));
 }
 
 TEST(PciCapabilities, ExtendedAllOnesOrZeroMeansNone) {
