@@ -65,7 +65,7 @@ TEST(kvm_debug_registers_test, set_get_round_trip) {
   Vcpu& vcpu = vm->vcpu(0);
   VFIOLAB_ASSIGN_OR_SKIP(regs, vcpu.debugregs());
   // The values read back as written.
-  ASSERT_TRUE(vcpu.set_debugregs(regs));
+  check(vcpu.set_debugregs(regs));
   VFIOLAB_ASSIGN_OR_SKIP(same, vcpu.debugregs());
   expect_reset_values(same, "after KVM_SET_DEBUGREGS of what KVM_GET_DEBUGREGS read");
 
@@ -74,14 +74,14 @@ TEST(kvm_debug_registers_test, set_get_round_trip) {
   for (int i = 0; i < 4; ++i) changed.db[i] = 0x1000u * (i + 1);
   changed.dr6 = x86::kDr6Reset | x86::kDr6B0 | x86::kDr6Bs;
   changed.dr7 = x86::kDr7Reset | x86::kDr7L0;
-  ASSERT_TRUE(vcpu.set_debugregs(changed));
+  check(vcpu.set_debugregs(changed));
   VFIOLAB_ASSIGN_OR_SKIP(read, vcpu.debugregs());
   EXPECT_EQ(hex(read.dr6), hex(changed.dr6));
   EXPECT_EQ(hex(read.dr7), hex(changed.dr7));
   for (int i = 0; i < 4; ++i) EXPECT_EQ(hex(read.db[i]), hex(changed.db[i])) << "DR" << i;
 
   // And back.
-  ASSERT_TRUE(vcpu.set_debugregs(regs));
+  check(vcpu.set_debugregs(regs));
   VFIOLAB_ASSIGN_OR_SKIP(back, vcpu.debugregs());
   expect_reset_values(back, "after setting the reset values again");
 }
@@ -93,15 +93,12 @@ TEST(kvm_debug_registers_test, reset_by_init) {
   for (int i = 0; i < 4; ++i) changed.db[i] = 0x2000u * (i + 1);
   changed.dr6 = x86::kDr6Reset | x86::kDr6B0;
   changed.dr7 = x86::kDr7Reset | x86::kDr7L0;
-  auto set = target.set_debugregs(changed);
-  if (!set && set.error().unsupported) GTEST_SKIP() << set.error().message();
-  ASSERT_TRUE(set) << set.error().message();
+  VFIOLAB_ASSERT_OK(target.set_debugregs(changed));
 
   // vCPU 0's guest sends the INIT IPI through its local APIC.
   auto* target_id = vm->arena().make<std::uint32_t>(target.id());
-  ASSERT_TRUE(vm->vcpu(0).start(kvm_debug_registers::guest_send_init, target_id));
-  auto sent = vm->vcpu(0).run_until_done();
-  ASSERT_TRUE(sent) << sent.error().message();
+  check(vm->vcpu(0).start(kvm_debug_registers::guest_send_init, target_id));
+  check(vm->vcpu(0).run_until_done());
   VFIOLAB_ASSIGN_OR_SKIP(state, target.mp_state());  // KVM takes the pending INIT here
   EXPECT_EQ(state, static_cast<std::uint32_t>(KVM_MP_STATE_INIT_RECEIVED)) << "the INIT did not reach vCPU 1";
   VFIOLAB_ASSIGN_OR_SKIP(regs, target.debugregs());
@@ -127,9 +124,8 @@ class kvm_guest_debug_registers_test : public testing::Test {
 
   void run(void (*function)(Observations*)) {
     Vcpu& vcpu = vm_->vcpu(0);
-    ASSERT_TRUE(vcpu.start(function, seen_));
-    auto done = vcpu.run_until_done();
-    ASSERT_TRUE(done) << done.error().message();
+    check(vcpu.start(function, seen_));
+    check(vcpu.run_until_done());
   }
 
   // After the #DB the handler put DR6 back, and DR7 is at its reset value.
@@ -177,7 +173,7 @@ std::string icebp_on_this_cpu() {
 TEST_F(kvm_guest_debug_registers_test, icebp) {
   vm_->set_handler(x86::kVectorInvalidOpcode, kvm_debug_registers::invalid_opcode_handler);
   Vcpu& vcpu = vm_->vcpu(0);
-  ASSERT_TRUE(vcpu.start(kvm_debug_registers::guest_icebp, seen_));
+  check(vcpu.start(kvm_debug_registers::guest_icebp, seen_));
   auto done = vcpu.run_until_done();
   // Some KVMs cannot emulate ICEBP and give up with an emulation failure
   // whose instruction bytes start with 0xf1: that is this KVM's limit.
@@ -188,7 +184,7 @@ TEST_F(kvm_guest_debug_registers_test, icebp) {
       state.emulation_failure.insn_size > 0 && state.emulation_failure.insn_bytes[0] == 0xf1) {
     GTEST_SKIP() << "this KVM cannot emulate ICEBP (0xf1): " << done.error().message();
   }
-  ASSERT_TRUE(done) << done.error().message();
+  check(done);
   if (seen_->invalid_opcodes_icebp) {
     const std::string host = icebp_on_this_cpu();
     if (host != strsignal(SIGTRAP)) {

@@ -45,9 +45,7 @@ class DmaMappingTest : public testing::TestWithParam<DmaVariant> {
     device_ = std::move(device);
     buffer_.emplace(std::move(buffer));
     auto allocator = check(iommu_->iova_allocator());
-    auto iova = allocator.allocate(buffer_->size());
-    ASSERT_TRUE(iova) << iova.error();
-    region_ = DmaRegion{buffer_->data(), *iova, buffer_->size()};
+    region_ = DmaRegion{buffer_->data(), check(allocator.allocate(buffer_->size())), buffer_->size()};
   }
 
   // The IOMMU page size a mapping of this backing should get: the backing's
@@ -68,15 +66,12 @@ class DmaMappingTest : public testing::TestWithParam<DmaVariant> {
 TEST_P(DmaMappingTest, dma_map_unmap) {
   VFIOLAB_ASSERT_OK(iommu_->map(region_));
   auto middle = buffer_->bytes() + buffer_->size() / 2;
-  auto iova = iommu_->to_iova(middle);
-  ASSERT_TRUE(iova) << iova.error().message();
-  EXPECT_EQ(*iova, region_.iova + buffer_->size() / 2);
+  EXPECT_EQ(check(iommu_->to_iova(middle)), region_.iova + buffer_->size() / 2);
 
   EXPECT_EQ(check(iommu_->unmap(region_)), region_.size);
   EXPECT_FALSE(iommu_->to_iova(middle)) << "the region is still tracked";
   // The IOVA is free again in the kernel too: mapping there succeeds.
-  auto again = iommu_->map(region_);
-  EXPECT_TRUE(again) << again.error().message();
+  VFIOLAB_EXPECT_OK(iommu_->map(region_));
   EXPECT_EQ(check(iommu_->unmap(region_.iova, region_.size)), region_.size);
 }
 
@@ -85,9 +80,8 @@ TEST_P(DmaMappingTest, iommu_mapping_page_size) {
   VFIOLAB_ASSIGN_OR_SKIP(leaf, iommu_leaf_for(device_->bdf(), region_.iova));
   EXPECT_EQ(leaf.page_size, expected_iommu_page_size())
       << fmt::format("iova {:#x} of a {} mapping", region_.iova, backing_info(GetParam().backing).name);
-  auto last = iommu_leaf_for(device_->bdf(), region_.iova + region_.size - 1);
-  ASSERT_TRUE(last) << last.error().message();
-  EXPECT_EQ(last->page_size, expected_iommu_page_size());
+  EXPECT_EQ(check(iommu_leaf_for(device_->bdf(), region_.iova + region_.size - 1)).page_size,
+            expected_iommu_page_size());
 
   EXPECT_EQ(check(iommu_->unmap(region_)), region_.size);
   auto gone = iommu_leaf_for(device_->bdf(), region_.iova);
@@ -139,8 +133,7 @@ TEST_P(DmaMappingTest, unmap_never_mapped) {
   } else {
     // VFIO_IOMMU_UNMAP_DMA, on type1 and on iommufd's compatibility alike:
     // success with nothing unmapped.
-    ASSERT_TRUE(result) << result.error().message();
-    EXPECT_EQ(*result, 0u);
+    EXPECT_EQ(check(result), 0u);
   }
 }
 
@@ -152,8 +145,7 @@ TEST_P(DmaMappingTest, unmap_part_of_a_mapping) {
     case IommuMode::vfio_type1_iommu:
       // v1: a request that does not cover the mapping's first IOVA succeeds
       // and unmaps nothing.
-      ASSERT_TRUE(result) << result.error().message();
-      EXPECT_EQ(*result, 0u);
+      EXPECT_EQ(check(result), 0u);
       break;
     case IommuMode::vfio_type1v2_iommu:
       // v2: a request may not bisect a mapping.
@@ -162,8 +154,7 @@ TEST_P(DmaMappingTest, unmap_part_of_a_mapping) {
     case IommuMode::iommufd_compat_type1:
       // iommufd's v1 compatibility cuts the mapping and unmaps exactly the
       // range asked for.
-      ASSERT_TRUE(result) << result.error().message();
-      EXPECT_EQ(*result, half);
+      EXPECT_EQ(check(result), half);
       break;
     case IommuMode::iommufd_compat_type1v2:
     case IommuMode::iommufd:

@@ -36,8 +36,7 @@ class vfio_dma_state_fixture : public vfio_pci_driver_test {
                  std::span<std::byte> dst, std::string_view what) {
     ASSERT_EQ(src.size(), dst.size());
     std::memset(dst.data(), 0, dst.size());
-    auto copied = driver_->memcpy(src_iova, dst_iova, dst.size());
-    ASSERT_TRUE(copied) << what << ": " << copied.error().message();
+    check(driver_->memcpy(src_iova, dst_iova, dst.size()), what);
     ASSERT_EQ(std::memcmp(src.data(), dst.data(), dst.size()), 0) << what << ": the data did not arrive";
   }
 
@@ -61,20 +60,12 @@ struct Pieces {
 class vfio_dma_unmap_test : public vfio_dma_state_fixture {
  protected:
   // `count` pieces, each mapped on its own, at adjacent IOVAs.
-  std::optional<Pieces> map_pieces(std::size_t count) {
+  Pieces map_pieces(std::size_t count) {
     Pieces pieces;
-    auto iova = allocator_->allocate(std::bit_ceil(count * kPiece));
-    EXPECT_TRUE(iova) << iova.error();
-    if (!iova) return std::nullopt;
-    pieces.iova = *iova;
+    pieces.iova = check(allocator_->allocate(std::bit_ceil(count * kPiece)));
     for (std::size_t i = 0; i < count; ++i) {
-      auto memory = DmaBuffer::allocate(Backing::anonymous, kPiece);
-      EXPECT_TRUE(memory) << memory.error().message();
-      if (!memory) return std::nullopt;
-      pieces.memory.push_back(std::move(*memory));
-      auto mapped = iommu_->map(pieces.region(i));
-      EXPECT_TRUE(mapped) << mapped.error().message();
-      if (!mapped) return std::nullopt;
+      pieces.memory.push_back(check(DmaBuffer::allocate(Backing::anonymous, kPiece)));
+      check(iommu_->map(pieces.region(i)));
     }
     return pieces;
   }
@@ -111,25 +102,22 @@ class vfio_dma_unmap_test : public vfio_dma_state_fixture {
 // that checks the log waits on.)
 TEST_P(vfio_dma_unmap_test, unmap_range_of_several_mappings) {
   constexpr std::size_t kCount = 5, kFirst = 1, kRemoved = 3;
-  auto pieces = map_pieces(kCount);
-  ASSERT_TRUE(pieces);
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, kCount, "before the unmap"));
+  const Pieces pieces = map_pieces(kCount);
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, 0, kCount, "before the unmap"));
 
-  auto unmapped = iommu_->unmap(pieces->at(kFirst), kRemoved * kPiece);
-  ASSERT_TRUE(unmapped) << unmapped.error().message();
-  EXPECT_EQ(*unmapped, kRemoved * kPiece) << "the unmap of " << kRemoved << " whole mappings reported another length";
+  const std::uint64_t unmapped = check(iommu_->unmap(pieces.at(kFirst), kRemoved * kPiece));
+  EXPECT_EQ(unmapped, kRemoved * kPiece) << "the unmap of " << kRemoved << " whole mappings reported another length";
 
-  ASSERT_NO_FATAL_FAILURE(expect_unreachable(*pieces, kFirst, kRemoved));
+  ASSERT_NO_FATAL_FAILURE(expect_unreachable(pieces, kFirst, kRemoved));
   // The neighbours below and above the range are untouched.
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, 1, "below the unmapped range"));
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, kFirst + kRemoved, 1, "above the unmapped range"));
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, 0, 1, "below the unmapped range"));
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, kFirst + kRemoved, 1, "above the unmapped range"));
   // The freed IOVAs take new mappings, which work.
   for (std::size_t i = kFirst; i < kFirst + kRemoved; ++i) {
-    auto mapped = iommu_->map(pieces->region(i));
-    ASSERT_TRUE(mapped) << "IOVA " << fmt::format("{:#x}", pieces->at(i)) << " was reported unmapped but "
-                        << "cannot be mapped again: " << mapped.error().message();
+    check(iommu_->map(pieces.region(i)),
+          fmt::format("IOVA {:#x} was reported unmapped but cannot be mapped again", pieces.at(i)));
   }
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, kFirst, kRemoved, "mapped again"));
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, kFirst, kRemoved, "mapped again"));
 }
 
 // Unmap-all must report everything this Iommu mapped and free every IOVA:
@@ -137,24 +125,20 @@ TEST_P(vfio_dma_unmap_test, unmap_range_of_several_mappings) {
 // pieces not mapped again stay unreachable.
 TEST_P(vfio_dma_unmap_test, unmap_all_of_several_mappings) {
   constexpr std::size_t kCount = 3;
-  auto pieces = map_pieces(kCount);
-  ASSERT_TRUE(pieces);
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, kCount, "before the unmap"));
+  const Pieces pieces = map_pieces(kCount);
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, 0, kCount, "before the unmap"));
   const std::uint64_t mapped = region_->region.size + src_->region.size + dst_->region.size + kCount * kPiece;
 
-  auto unmapped = iommu_->unmap_all();
-  ASSERT_TRUE(unmapped) << unmapped.error().message();
-  EXPECT_EQ(*unmapped, mapped) << "unmap-all reported another length than the sum of the mappings";
+  const std::uint64_t unmapped = check(iommu_->unmap_all());
+  EXPECT_EQ(unmapped, mapped) << "unmap-all reported another length than the sum of the mappings";
   for (const DmaRegion* region : {&region_->region, &src_->region, &dst_->region}) {
-    auto again = iommu_->map(*region);
-    ASSERT_TRUE(again) << fmt::format("IOVA {:#x} was unmapped by unmap-all but cannot be mapped again: ",
-                                      region->iova)
-                       << again.error().message();
+    check(iommu_->map(*region),
+          fmt::format("IOVA {:#x} was unmapped by unmap-all but cannot be mapped again", region->iova));
   }
   ASSERT_NO_FATAL_FAILURE(copy_and_verify(size_));
-  ASSERT_NO_FATAL_FAILURE(expect_unreachable(*pieces, 0, kCount));
-  for (std::size_t i = 0; i < kCount; ++i) ASSERT_TRUE(iommu_->map(pieces->region(i)));
-  ASSERT_NO_FATAL_FAILURE(expect_reachable(*pieces, 0, kCount, "mapped again"));
+  ASSERT_NO_FATAL_FAILURE(expect_unreachable(pieces, 0, kCount));
+  for (std::size_t i = 0; i < kCount; ++i) check(iommu_->map(pieces.region(i)));
+  ASSERT_NO_FATAL_FAILURE(expect_reachable(pieces, 0, kCount, "mapped again"));
 }
 
 class vfio_dma_permission_test : public vfio_dma_state_fixture {
@@ -163,9 +147,9 @@ class vfio_dma_permission_test : public vfio_dma_state_fixture {
   // SKIP) when the mode refuses that access with EINVAL.
   std::optional<MappedBuffer> map_with(std::uint32_t access, std::string_view what) {
     auto memory = DmaBuffer::allocate(Backing::anonymous, kBufferSize);
-    EXPECT_TRUE(memory) << memory.error().message();
+    VFIOLAB_EXPECT_OK(memory);
     auto iova = allocator_->allocate(kBufferSize);
-    EXPECT_TRUE(iova) << iova.error();
+    VFIOLAB_EXPECT_OK(iova);
     if (!memory || !iova) return std::nullopt;
     MappedBuffer buffer{std::move(*memory), {}};
     buffer.region = {buffer.memory.bytes(), *iova, kBufferSize};
@@ -202,7 +186,7 @@ TEST_P(vfio_dma_permission_test, read_only_mapping) {
   fill_random(ro->bytes().first(copy_size()));
   ASSERT_NO_FATAL_FAILURE(good_copy(ro->region.iova, ro->bytes().first(copy_size()), dst_->region.iova,
                                     dst_->bytes().first(copy_size()), "a copy out of the read-only mapping"));
-  EXPECT_EQ(iommu_->unmap(ro->region.iova, ro->region.size).value_or(0), kBufferSize);
+  EXPECT_EQ(check(iommu_->unmap(ro->region.iova, ro->region.size)), kBufferSize);
 }
 
 // VFIO_DMA_MAP_FLAG_WRITE alone, IOMMU_IOAS_MAP without READABLE: the device
@@ -230,7 +214,7 @@ TEST_P(vfio_dma_permission_test, write_only_mapping) {
   fill_random(src_->bytes().first(copy_size()));
   ASSERT_NO_FATAL_FAILURE(good_copy(src_->region.iova, src_->bytes().first(copy_size()), wo->region.iova,
                                     wo->bytes().first(copy_size()), "a copy into the write-only mapping"));
-  EXPECT_EQ(iommu_->unmap(wo->region.iova, wo->region.size).value_or(0), kBufferSize);
+  EXPECT_EQ(check(iommu_->unmap(wo->region.iova, wo->region.size)), kBufferSize);
 }
 
 // An IOAS of the test's own on the fixture's iommufd, destroyed on exit.
@@ -284,18 +268,13 @@ class vfio_iommufd_object_test : public vfio_dma_state_fixture {
   void SetUp() override {
     vfio_dma_state_fixture::SetUp();
     if (IsSkipped() || HasFailure()) return;
-    auto ioas = Ioas::alloc(iommu_->iommufd());
-    ASSERT_TRUE(ioas) << ioas.error().message();
-    other_.emplace(std::move(*ioas));
+    other_.emplace(check(Ioas::alloc(iommu_->iommufd())));
   }
   // The fixture's region and buffers mapped at the same IOVAs in the other
   // IOAS: the driver's rings are where it put them, whichever IOAS the
   // device is attached to.
   void map_fixture_into_other() {
-    for (const DmaRegion* region : {&region_->region, &src_->region, &dst_->region}) {
-      auto mapped = other_->map(*region);
-      ASSERT_TRUE(mapped) << mapped.error().message();
-    }
+    for (const DmaRegion* region : {&region_->region, &src_->region, &dst_->region}) check(other_->map(*region));
   }
   std::optional<Ioas> other_;
 };
@@ -306,8 +285,7 @@ class vfio_iommufd_object_test : public vfio_dma_state_fixture {
 TEST_P(vfio_iommufd_object_test, detach_then_attach_elsewhere) {
   ASSERT_NO_FATAL_FAILURE(copy_and_verify(size_));
   ASSERT_NO_FATAL_FAILURE(map_fixture_into_other());
-  auto detached = device_->detach_ioas();
-  ASSERT_TRUE(detached) << detached.error().message();
+  check(device_->detach_ioas());
 
   fill_random(src_->bytes().first(size_));
   std::memset(dst_->memory.bytes(), int(kPattern), kBufferSize);
@@ -329,12 +307,10 @@ TEST_P(vfio_iommufd_object_test, detach_then_attach_elsewhere) {
 
   EXPECT_EQ(Ioas::destroy(iommu_->iommufd(), iommu_->ioas_id()), 0)
       << "the IOAS the device was detached from cannot be destroyed";
-  auto attached = device_->attach_ioas(other_->id());
-  ASSERT_TRUE(attached) << attached.error().message();
+  check(device_->attach_ioas(other_->id()));
   // A device that stopped on the failed DMA starts again from scratch.
   (void)driver_->remove();  // the device cannot reach its rings from here: the clean-up may fail
-  auto init = driver_->init(region_->region);
-  ASSERT_TRUE(init) << init.error().message();
+  check(driver_->init(region_->region));
   ASSERT_NO_FATAL_FAILURE(copy_and_verify(size_));
 }
 
@@ -344,36 +320,32 @@ TEST_P(vfio_iommufd_object_test, destroy_ioas_in_use_fails) {
   EXPECT_EQ(Ioas::destroy(iommu_->iommufd(), iommu_->ioas_id()), EBUSY);
   ASSERT_NO_FATAL_FAILURE(copy_and_verify(size_));
   // Its mappings are all still there: unmapping src_ reports its length.
-  EXPECT_EQ(iommu_->unmap(src_->region.iova, src_->region.size).value_or(0), src_->region.size);
+  EXPECT_EQ(check(iommu_->unmap(src_->region.iova, src_->region.size)), src_->region.size);
 }
 
 // Attaching while attached replaces the IOAS: the same IOVAs then reach the
 // other IOAS's memory, and attaching back reaches the first's again.
 TEST_P(vfio_iommufd_object_test, replace_ioas) {
-  auto other_src = DmaBuffer::allocate(Backing::anonymous, kBufferSize);
-  auto other_dst = DmaBuffer::allocate(Backing::anonymous, kBufferSize);
-  ASSERT_TRUE(other_src && other_dst);
-  for (auto [memory, iova] : {std::pair{&*other_src, src_->region.iova}, std::pair{&*other_dst, dst_->region.iova}}) {
-    auto mapped = other_->map({memory->bytes(), iova, kBufferSize});
-    ASSERT_TRUE(mapped) << mapped.error().message();
+  const auto other_src = check(DmaBuffer::allocate(Backing::anonymous, kBufferSize));
+  const auto other_dst = check(DmaBuffer::allocate(Backing::anonymous, kBufferSize));
+  for (auto [memory, iova] : {std::pair{&other_src, src_->region.iova}, std::pair{&other_dst, dst_->region.iova}}) {
+    check(other_->map({memory->bytes(), iova, kBufferSize}));
   }
-  auto mapped = other_->map(region_->region);
-  ASSERT_TRUE(mapped) << mapped.error().message();
+  check(other_->map(region_->region));
 
   auto replaced = device_->attach_ioas(other_->id());
   if (!replaced && (replaced.error().errnum == EBUSY || replaced.error().errnum == EINVAL)) {
     GTEST_SKIP() << "this kernel does not replace an attached IOAS: " << replaced.error().message();
   }
-  ASSERT_TRUE(replaced) << replaced.error().message();
-  const std::span<std::byte> their_src{other_src->bytes(), size_}, their_dst{other_dst->bytes(), size_};
+  check(replaced);
+  const std::span<std::byte> their_src{other_src.bytes(), size_}, their_dst{other_dst.bytes(), size_};
   fill_random(their_src);
   std::memset(dst_->memory.bytes(), int(kPattern), kBufferSize);
   ASSERT_NO_FATAL_FAILURE(good_copy(src_->region.iova, their_src, dst_->region.iova, their_dst,
                                     "a copy after the replace, in the new IOAS"));
   EXPECT_TRUE(all_pattern(dst_->bytes())) << "after the replace, the copy also wrote through the old IOAS";
 
-  auto back = device_->attach_ioas(iommu_->ioas_id());
-  ASSERT_TRUE(back) << back.error().message();
+  check(device_->attach_ioas(iommu_->ioas_id()));
   std::memset(their_dst.data(), int(kPattern), size_);
   ASSERT_NO_FATAL_FAILURE(copy_and_verify(size_));
   EXPECT_TRUE(all_pattern(their_dst)) << "after replacing back, the copy also wrote through the other IOAS";

@@ -20,7 +20,7 @@ class vfio_iommufd_setup_test : public testing::Test {
  protected:
   void SetUp() override {
     auto bdf = parse_bdf(harness::device_bdf());
-    ASSERT_TRUE(bdf) << bdf.error();
+    check(bdf);
     auto cdev = Sysfs().vfio_cdev(*bdf);
     if (!cdev) GTEST_SKIP() << bdf->str() << " has no VFIO cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)";
     cdev_path_ = "/dev/vfio/devices/" + *cdev;

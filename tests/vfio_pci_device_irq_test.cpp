@@ -112,9 +112,8 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
       set_up_driver();
       if (HasFatalFailure() || IsSkipped()) return;
     } else {
-      auto info = device_->irq_info(GetParam());
-      ASSERT_TRUE(info) << info.error().message();
-      if (info->count == 0) GTEST_SKIP() << device_->name() << " has no " << irq_index_name(GetParam());
+      const auto info = check(device_->irq_info(GetParam()));
+      if (info.count == 0) GTEST_SKIP() << device_->name() << " has no " << irq_index_name(GetParam());
       VFIOLAB_ASSERT_OK(device_->enable_irqs(GetParam(), 1));
       vector_ = 0;
     }
@@ -161,8 +160,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
     vector_ = *driver_->msi_vector();
     // The driver's own set-up may have interrupted (nvme completes its admin
     // commands on this vector): those are not the test's.
-    auto setup = device_->irq_eventfd(vector_).read();
-    ASSERT_TRUE(setup) << setup.error();
+    check(device_->irq_eventfd(vector_).read());
   }
 
   Result<void> trigger() {
@@ -186,7 +184,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
 
 TEST_P(vfio_pci_device_irq_test, route_to_guest) {
   runner_ = std::make_unique<GuestRunner>(*vm_, *state_);
-  ASSERT_TRUE(runner_->start());
+  check(runner_->start());
   const auto ready_deadline = std::chrono::steady_clock::now() + 10s;
   while (state_->ready < vcpus_ && std::chrono::steady_clock::now() < ready_deadline) std::this_thread::sleep_for(1ms);
   ASSERT_EQ(state_->ready, vcpus_) << "not every vCPU came up";
@@ -200,15 +198,12 @@ TEST_P(vfio_pci_device_irq_test, route_to_guest) {
   EventFd& eventfd = device_->irq_eventfd(vector_);
   // Nothing may have fired since the set-up: every interrupt counted below
   // must be one this test caused.
-  auto before = eventfd.read();
-  ASSERT_TRUE(before) << before.error();
-  ASSERT_FALSE(before->has_value()) << "vector " << vector_ << " fired " << before->value_or(0)
-                                    << " time(s) before the test sent anything";
+  const auto before = check(eventfd.read());
+  ASSERT_FALSE(before.has_value()) << "vector " << vector_ << " fired " << before.value_or(0)
+                                   << " time(s) before the test sent anything";
   x86::MsiMessage route = message_for(0);
-  ASSERT_TRUE(vm_->set_msi_route(gsi, route));
-  auto assigned = vm_->assign_irqfd(gsi, eventfd.fd());
-  if (!assigned && assigned.error().unsupported) GTEST_SKIP() << assigned.error().message();
-  ASSERT_TRUE(assigned) << assigned.error().message();
+  check(vm_->set_msi_route(gsi, route));
+  VFIOLAB_ASSERT_OK(vm_->assign_irqfd(gsi, eventfd.fd()));
 
   std::vector<std::uint64_t> expected_fixed(vcpus_), expected_nmi(vcpus_);
   std::vector<double> latencies_ns;
@@ -216,8 +211,7 @@ TEST_P(vfio_pci_device_irq_test, route_to_guest) {
   for (std::uint64_t i = 0; i < count_; ++i) {
     const x86::MsiMessage message = message_for(i);
     if (message.address != route.address || message.data != route.data) {
-      auto rerouted = vm_->set_msi_route(gsi, message);
-      ASSERT_TRUE(rerouted) << rerouted.error().message();
+      check(vm_->set_msi_route(gsi, message));
       route = message;
     }
     const std::uint32_t target = static_cast<std::uint32_t>(i % vcpus_);
@@ -228,8 +222,7 @@ TEST_P(vfio_pci_device_irq_test, route_to_guest) {
     (nmi ? expected_nmi : expected_fixed)[target]++;
 
     const std::uint64_t sent_tsc = __rdtsc();
-    auto sent = trigger();
-    ASSERT_TRUE(sent) << "interrupt " << i << ": " << sent.error().message();
+    check(trigger(), fmt::format("interrupt {}", i));
     const auto deadline = std::chrono::steady_clock::now() + kArrivalTimeout;
     while (counter == before && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
     ASSERT_NE(counter, before) << "interrupt " << i << " (" << (nmi ? "NMI" : "fixed") << ") did not reach vCPU "
@@ -261,7 +254,7 @@ TEST_P(vfio_pci_device_irq_test, route_to_guest) {
   } else if (!tsc_note_.empty()) {
     fmt::print("# {}\n", tsc_note_);
   }
-  ASSERT_TRUE(vm_->deassign_irqfd(gsi, eventfd.fd()));
+  check(vm_->deassign_irqfd(gsi, eventfd.fd()));
 }
 
 INSTANTIATE_TEST_SUITE_P(vfio_pci_device_irq_test, vfio_pci_device_irq_test, testing::Values(IrqIndex::msi, IrqIndex::msix),

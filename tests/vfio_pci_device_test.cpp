@@ -123,29 +123,25 @@ TEST_F(vfio_pci_device_test, reset) {
 // and the config region as large as the config space sysfs serves.
 TEST_F(vfio_pci_device_test, regions_agree_with_sysfs) {
   Sysfs sysfs;
-  auto resources = sysfs.resources(device_->bdf());
-  ASSERT_TRUE(resources) << resources.error();
-  ASSERT_GT(resources->size(), std::size_t{VFIO_PCI_ROM_REGION_INDEX}) << "the resource file has no ROM line";
+  const auto resources = check(sysfs.resources(device_->bdf()));
+  ASSERT_GT(resources.size(), std::size_t{VFIO_PCI_ROM_REGION_INDEX}) << "the resource file has no ROM line";
   for (std::uint32_t index = 0; index <= VFIO_PCI_ROM_REGION_INDEX; ++index) {
-    auto region = device_->region_info(index);
-    ASSERT_TRUE(region) << region.error().message();
-    const PciResource& resource = (*resources)[index];
-    EXPECT_EQ(region->size, resource.size())
-        << fmt::format("region {}: VFIO reports {:#x} bytes, sysfs {:#x}..{:#x}", index, region->size, resource.start,
+    const auto region = check(device_->region_info(index));
+    const PciResource& resource = resources[index];
+    EXPECT_EQ(region.size, resource.size())
+        << fmt::format("region {}: VFIO reports {:#x} bytes, sysfs {:#x}..{:#x}", index, region.size, resource.start,
                        resource.end);
     if (index == VFIO_PCI_ROM_REGION_INDEX || resource.size() == 0) continue;
     if (resource.io()) {
-      EXPECT_FALSE(region->mmappable()) << "I/O BAR" << index << " is reported mmap-able";
+      EXPECT_FALSE(region.mmappable()) << "I/O BAR" << index << " is reported mmap-able";
     }
     if (resource.mem()) {
-      EXPECT_TRUE(region->readable() && region->writable()) << "memory BAR" << index << " flags " << region->flags;
+      EXPECT_TRUE(region.readable() && region.writable()) << "memory BAR" << index << " flags " << region.flags;
     }
   }
-  auto config = sysfs.config(device_->bdf());
-  ASSERT_TRUE(config) << config.error();
-  auto config_region = device_->region_info(VFIO_PCI_CONFIG_REGION_INDEX);
-  ASSERT_TRUE(config_region) << config_region.error().message();
-  EXPECT_EQ(config_region->size, config->size()) << "the config region's size differs from sysfs' config file";
+  const auto config = check(sysfs.config(device_->bdf()));
+  const auto config_region = check(device_->region_info(VFIO_PCI_CONFIG_REGION_INDEX));
+  EXPECT_EQ(config_region.size, config.size()) << "the config region's size differs from sysfs' config file";
 }
 
 // The identity registers read through VFIO's config region against the same
@@ -153,9 +149,8 @@ TEST_F(vfio_pci_device_test, regions_agree_with_sysfs) {
 // type, subsystem. (vfio-pci virtualizes the BARs, the command register and
 // others, which are left out.)
 TEST_F(vfio_pci_device_test, config_identity_agrees_with_sysfs) {
-  auto config = Sysfs().config(device_->bdf());
-  ASSERT_TRUE(config) << config.error();
-  ASSERT_GE(config->size(), 64u);
+  const auto config = check(Sysfs().config(device_->bdf()));
+  ASSERT_GE(config.size(), 64u);
   struct Field {
     std::uint32_t offset, size;
     const char* name;
@@ -163,9 +158,8 @@ TEST_F(vfio_pci_device_test, config_identity_agrees_with_sysfs) {
   for (const Field& f : {Field{0x00, 4, "vendor and device"}, Field{0x08, 4, "revision and class"},
                          Field{0x0e, 1, "header type"}, Field{0x2c, 4, "subsystem"}}) {
     std::uint32_t vfio = 0, pci = 0;
-    auto read = device_->config_read(f.offset, &vfio, f.size);
-    ASSERT_TRUE(read) << read.error().message();
-    std::memcpy(&pci, config->data() + f.offset, f.size);
+    check(device_->config_read(f.offset, &vfio, f.size));
+    std::memcpy(&pci, config.data() + f.offset, f.size);
     EXPECT_EQ(vfio, pci) << fmt::format("{} at {:#x}: VFIO {:#x}, sysfs {:#x}", f.name, f.offset, vfio, pci);
   }
 }
@@ -174,19 +168,18 @@ TEST_F(vfio_pci_device_test, config_identity_agrees_with_sysfs) {
 // file: vfio-pci may hide a capability (it unlinks it from the chain), but
 // each one it shows must be the device's own, with that ID at that offset.
 TEST_F(vfio_pci_device_test, capabilities_agree_with_sysfs) {
-  auto config = Sysfs().config(device_->bdf());
-  ASSERT_TRUE(config) << config.error();
+  const auto config = check(Sysfs().config(device_->bdf()));
   struct List {
     const char* name;
     std::vector<PciCapability> vfio;
-    Result<std::vector<PciCapability>> pci;
+    std::vector<PciCapability> pci;
   };
-  for (List list : {List{"standard", check(device_->capabilities()), walk_pci_capabilities(*config)},
-                    List{"extended", check(device_->ext_capabilities()), walk_pci_ext_capabilities(*config)}}) {
-    ASSERT_TRUE(list.pci) << list.pci.error();
+  for (const List& list :
+       {List{"standard", check(device_->capabilities()), check(walk_pci_capabilities(config))},
+        List{"extended", check(device_->ext_capabilities()), check(walk_pci_ext_capabilities(config))}}) {
     for (const PciCapability& cap : list.vfio) {
       if (cap.id == 0) continue;  // a hidden first extended capability leaves an ID-0 header
-      const bool found = std::any_of(list.pci->begin(), list.pci->end(), [&](const PciCapability& p) {
+      const bool found = std::any_of(list.pci.begin(), list.pci.end(), [&](const PciCapability& p) {
         return p.id == cap.id && p.offset == cap.offset;
       });
       EXPECT_TRUE(found) << fmt::format("{} capability {:#x} at {:#x}, as VFIO shows it, is not in sysfs' config",
@@ -195,10 +188,9 @@ TEST_F(vfio_pci_device_test, capabilities_agree_with_sysfs) {
   }
   // And those vfio-pci always passes through are not hidden: power
   // management, MSI, PCI Express, MSI-X.
-  auto pci = walk_pci_capabilities(*config);
-  ASSERT_TRUE(pci) << pci.error();
+  const auto pci = check(walk_pci_capabilities(config));
   const auto vfio = check(device_->capabilities());
-  for (const PciCapability& cap : *pci) {
+  for (const PciCapability& cap : pci) {
     if (cap.id != 0x01 && cap.id != 0x05 && cap.id != 0x10 && cap.id != 0x11) continue;
     EXPECT_TRUE(std::any_of(vfio.begin(), vfio.end(), [&](const PciCapability& v) { return v.id == cap.id; }))
         << fmt::format("capability {:#x} at {:#x} is in sysfs' config but not in VFIO's", cap.id, cap.offset);
@@ -210,22 +202,20 @@ TEST_F(vfio_pci_device_test, capabilities_agree_with_sysfs) {
 // (none without the capability), MSI-X its table size, INTx one when the
 // interrupt pin VFIO shows is set.
 TEST_F(vfio_pci_device_test, irq_counts_agree_with_capabilities) {
-  auto config = Sysfs().config(device_->bdf());
-  ASSERT_TRUE(config) << config.error();
-  auto caps = walk_pci_capabilities(*config);
-  ASSERT_TRUE(caps) << caps.error();
+  const auto config = check(Sysfs().config(device_->bdf()));
+  const auto caps = check(walk_pci_capabilities(config));
   auto control = [&](std::uint8_t id) -> std::optional<std::uint16_t> {
-    for (const auto& cap : *caps) {
+    for (const auto& cap : caps) {
       if (cap.id != id) continue;
       std::uint16_t value = 0;
-      std::memcpy(&value, config->data() + cap.offset + 2, 2);
+      std::memcpy(&value, config.data() + cap.offset + 2, 2);
       return value;
     }
     return std::nullopt;
   };
   auto count = [&](IrqIndex index) {
     auto info = device_->irq_info(index);
-    EXPECT_TRUE(info) << info.error().message();
+    VFIOLAB_EXPECT_OK(info);
     return info ? info->count : 0;
   };
   constexpr std::uint8_t kMsi = 0x05, kMsix = 0x11;
@@ -278,21 +268,18 @@ class IrqTest : public testing::TestWithParam<IrqIndex> {
     VFIOLAB_ASSIGN_OR_SKIP(iommu, Iommu::open(harness::iommu_mode()));
     VFIOLAB_ASSIGN_OR_SKIP(opened, PciDevice::open(harness::device_bdf(), iommu));
     device_ = std::move(opened);
-    auto info = device_->irq_info(GetParam());
-    ASSERT_TRUE(info) << info.error().message();
-    if (info->count == 0) GTEST_SKIP() << device_->name() << " has no " << irq_index_name(GetParam());
-    vectors_ = std::min(info->count, kMaxVectors);
+    const auto info = check(device_->irq_info(GetParam()));
+    if (info.count == 0) GTEST_SKIP() << device_->name() << " has no " << irq_index_name(GetParam());
+    vectors_ = std::min(info.count, kMaxVectors);
   }
 
   void expect_each_vector_fires_once() {
     for (std::uint32_t v = 0; v < vectors_; ++v) {
-      auto before = device_->irq_eventfd(v).read();
-      ASSERT_TRUE(before) << before.error().message();
-      EXPECT_FALSE(*before) << "vector " << v << " fired before its trigger";
+      const auto before = check(device_->irq_eventfd(v).read());
+      EXPECT_FALSE(before.has_value()) << "vector " << v << " fired before its trigger";
       VFIOLAB_ASSERT_OK(device_->trigger_irq(GetParam(), v));
-      auto after = device_->irq_eventfd(v).wait(1s);
-      ASSERT_TRUE(after) << after.error().message();
-      EXPECT_EQ(after->value_or(0), 1u) << "vector " << v;
+      const auto after = check(device_->irq_eventfd(v).wait(1s));
+      EXPECT_EQ(after.value_or(0), 1u) << "vector " << v;
     }
   }
 

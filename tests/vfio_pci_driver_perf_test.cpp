@@ -5,6 +5,7 @@
 //
 //   vfio_pci_driver_perf_test [-m MODE]... [-n ITERATIONS] [--json FILE] BDF...
 #include "perf_main.h"
+#include "scope_exit.h"
 
 #include "vfiolab/drivers.h"
 #include "vfiolab/memory.h"
@@ -46,11 +47,9 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
     buffers.push_back(std::move(*buffer));
   }
   if (auto init = d.init(buffers[0].region); !init) return fail(init.error());
-  // Stopped before the buffers it uses go, however this function returns.
-  struct StopDriver {
-    Driver& driver;
-    ~StopDriver() { (void)driver.remove(); }  // the measurement is taken; the device is closed next
-  } stop_driver{d};
+  // Stopped before the buffers it uses go, however this function returns
+  // (its error is dropped: the measurement is taken, the device is closed next).
+  auto stop_driver = ScopeExit([&d] { (void)d.remove(); });
   const std::string mode_name(iommu_mode_info(mode).name);
   const std::map<std::string, std::string> labels{{"driver", std::string(d.name())}, {"device", bdf}};
 

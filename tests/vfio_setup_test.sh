@@ -34,6 +34,7 @@ skipped=0
 driver_of() { basename "$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null)" 2>/dev/null || true; }
 state_dir=${VFIO_SETUP_STATE_DIR:-/run/vfiolab/vfio-setup}
 log=$(mktemp)
+cmd_pid_file=$(mktemp)
 
 ok() { number=$((number + 1)); echo "ok $number $1"; }
 not_ok() {
@@ -51,23 +52,37 @@ wait_for_driver() {  # BDF DRIVER: up to 10 s
     done
     return 1
 }
-# The device is bound and the tool's CMD (a sleep) has started: only then
-# is a signal one that arrives while CMD runs.
+# `vfio-setup run ARGS... -- CMD` in the background as $tool, CMD a sleep
+# that writes its own PID to $cmd_pid_file first (its $0; the BDF is
+# appended as $1). Its PID, not `pidof sleep`: other programs in the guest
+# may be running a sleep of their own.
+start_sleeping_cmd() {  # RUN_ARG...
+    : >"$cmd_pid_file"
+    vfio-setup run "$@" -- sh -c 'echo $$ >"$0"; exec sleep 60' "$cmd_pid_file" >"$log" 2>&1 &
+    tool=$!
+}
+# The CMD started last is running, as its sleep (past the exec).
+cmd_sleeping() {
+    cmd_pid=$(cat "$cmd_pid_file" 2>/dev/null)
+    [ -n "$cmd_pid" ] && [ "$(cat "/proc/$cmd_pid/comm" 2>/dev/null)" = sleep ]
+}
+# The device is bound and the tool's CMD has started: only then is a signal
+# one that arrives while CMD runs.
 wait_for_cmd() {  # BDF
     wait_for_driver "$1" vfio-pci || return 1
     for _ in $(seq 100); do
-        [ -n "$(pidof sleep)" ] && return 0
+        cmd_sleeping && return 0
         sleep 0.1
     done
     return 1
 }
 
 # SIGKILL for the tool started in the background as $tool; the orphaned CMD
-# (a sleep) keeps running after its parent is gone, so it goes too.
+# keeps running after its parent is gone, so it goes too.
 sigkill_tool() {
     kill -KILL "$tool"
     wait "$tool" 2>/dev/null
-    for orphan in $(pidof sleep); do kill "$orphan" 2>/dev/null; done
+    cmd_sleeping && kill "$cmd_pid" 2>/dev/null
 }
 
 echo "KTAP version 1"
@@ -99,8 +114,7 @@ fi
 # A signal to the tool while CMD runs: restored, CMD's death by that signal
 # reported as 128+N.
 signal_case() {  # NAME SIGNAL EXPECTED_STATUS
-    vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
-    tool=$!
+    start_sleeping_cmd -d "$device"
     if wait_for_cmd "$device"; then
         kill "-$2" "$tool"
         wait "$tool"
@@ -121,8 +135,7 @@ signal_case run_restores_on_sigterm TERM 143
 
 # SIGKILL of the tool itself: the state it wrote first lets restore finish
 # the job; a second restore has nothing to do.
-vfio-setup run -d "$device" -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
-tool=$!
+start_sleeping_cmd -d "$device"
 if wait_for_cmd "$device"; then
     sigkill_tool
     held=$(driver_of "$device")
@@ -236,11 +249,10 @@ sriov_cases() {
         not_ok "vfs_run_makes_and_removes_vfs" "exit $status (want 7: 2 VFs, VF 1 on vfio-pci), after: $(cat "$numvfs") VFs (want $vfs_before), driver '$(driver_of "$sriov_pf")', enable_sriov '$(cat "$enable" 2>/dev/null)' (want '$enable_before')"
     fi
 
-    vfio-setup run -d "$sriov_pf" --vfs 3 -- sh -c "exec sleep 60" sh >"$log" 2>&1 &
-    tool=$!
+    start_sleeping_cmd -d "$sriov_pf" --vfs 3
     made=""
     for _ in $(seq 100); do
-        [ "$(cat "$numvfs")" = 3 ] && [ -n "$(pidof sleep)" ] && made=yes && break
+        [ "$(cat "$numvfs")" = 3 ] && cmd_sleeping && made=yes && break
         sleep 0.1
     done
     sigkill_tool
@@ -275,7 +287,7 @@ else
     done
 fi
 
-rm -f "$log"
+rm -f "$log" "$cmd_pid_file"
 echo "# Totals: pass:$((number - failed - skipped)) fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
 [ "$failed" = 0 ] || exit 1
 exit 0

@@ -1,3 +1,4 @@
+#include "check.h"
 #include "vfiolab/sysfs.h"
 
 #include <gtest/gtest.h>
@@ -11,21 +12,18 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(Bdf, ParsesFullAndShortForms) {
-  auto full = parse_bdf("0000:00:04.0");
-  ASSERT_TRUE(full) << full.error();
-  EXPECT_EQ(full->bus, 0);
-  EXPECT_EQ(full->device, 4);
-  EXPECT_EQ(full->function, 0);
-  EXPECT_EQ(full->str(), "0000:00:04.0");
+  auto full = check(parse_bdf("0000:00:04.0"));
+  EXPECT_EQ(full.bus, 0);
+  EXPECT_EQ(full.device, 4);
+  EXPECT_EQ(full.function, 0);
+  EXPECT_EQ(full.str(), "0000:00:04.0");
 
-  auto upper = parse_bdf("ABCD:Ef:1F.7");
-  ASSERT_TRUE(upper) << upper.error();
-  EXPECT_EQ(upper->segment, 0xabcd);
-  EXPECT_EQ(upper->str(), "abcd:ef:1f.7");
+  auto upper = check(parse_bdf("ABCD:Ef:1F.7"));
+  EXPECT_EQ(upper.segment, 0xabcd);
+  EXPECT_EQ(upper.str(), "abcd:ef:1f.7");
 
-  auto short_form = parse_bdf("01:02.3");
-  ASSERT_TRUE(short_form) << short_form.error();
-  EXPECT_EQ(short_form->str(), "0000:01:02.3");
+  auto short_form = check(parse_bdf("01:02.3"));
+  EXPECT_EQ(short_form.str(), "0000:01:02.3");
 }
 
 TEST(Bdf, RejectsMalformedWithAReason) {
@@ -114,15 +112,14 @@ TEST(PciResources, ParsesTheKernelsFormat) {
       "0x00000000fea00000 0x00000000feafffff 0x0000000000040200\n"
       "0x0000000000000000 0x0000000000000000 0x0000000000000000\n"
       "0x000000000000c000 0x000000000000c01f 0x0000000000040101\n";
-  auto parsed = parse_pci_resources(text);
-  ASSERT_TRUE(parsed) << parsed.error();
-  ASSERT_EQ(parsed->size(), 3u);
-  EXPECT_EQ((*parsed)[0].size(), 0x100000u);
-  EXPECT_TRUE((*parsed)[0].mem());
-  EXPECT_FALSE((*parsed)[0].io());
-  EXPECT_EQ((*parsed)[1].size(), 0u);
-  EXPECT_EQ((*parsed)[2].size(), 0x20u);
-  EXPECT_TRUE((*parsed)[2].io());
+  auto parsed = check(parse_pci_resources(text));
+  ASSERT_EQ(parsed.size(), 3u);
+  EXPECT_EQ(parsed[0].size(), 0x100000u);
+  EXPECT_TRUE(parsed[0].mem());
+  EXPECT_FALSE(parsed[0].io());
+  EXPECT_EQ(parsed[1].size(), 0u);
+  EXPECT_EQ(parsed[2].size(), 0x20u);
+  EXPECT_TRUE(parsed[2].io());
 }
 
 TEST(PciResources, RejectsMalformedLinesNamingThem) {

@@ -1,4 +1,5 @@
 // split_copy: the pieces a large copy is cut into for a driver.
+#include "check.h"
 #include "vfiolab/driver.h"
 
 #include <gtest/gtest.h>
@@ -8,7 +9,7 @@ namespace {
 
 std::vector<CopyChunk> chunks(std::uint64_t src, std::uint64_t dst, std::uint64_t size, std::uint64_t max) {
   auto result = split_copy(src, dst, size, max);
-  EXPECT_TRUE(result) << result.error().message();
+  VFIOLAB_EXPECT_OK(result);
   return result.value_or(std::vector<CopyChunk>{});
 }
 

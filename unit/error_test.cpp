@@ -58,9 +58,7 @@ TEST(Error, CheckThrowsWithTheErrorKept) {
 TEST(IommuModes, FiveModesByNameWithIommufdTheDefault) {
   ASSERT_EQ(all_iommu_modes().size(), 5u);
   for (const auto& info : all_iommu_modes()) {
-    auto mode = iommu_mode_from_name(info.name);
-    ASSERT_TRUE(mode);
-    EXPECT_EQ(*mode, info.mode);
+    EXPECT_EQ(check(iommu_mode_from_name(info.name)), info.mode);
   }
   EXPECT_EQ(iommu_mode_info(kDefaultIommuMode).name, "iommufd");
   auto unknown = iommu_mode_from_name("type2");
@@ -72,15 +70,14 @@ TEST(IommuModes, FiveModesByNameWithIommufdTheDefault) {
 TEST(Backings, NamesAndPageSizes) {
   EXPECT_EQ(backing_info(Backing::anonymous_hugetlb_2mb).page_size, 2u << 20);
   EXPECT_EQ(backing_info(Backing::anonymous_hugetlb_1gb).page_size, 1u << 30);
-  EXPECT_EQ(*backing_from_name("memfd"), Backing::memfd);
+  EXPECT_EQ(check(backing_from_name("memfd")), Backing::memfd);
   EXPECT_FALSE(backing_from_name("hugetlb"));
 }
 
 TEST(Backings, AnonymousBufferIsUsableAndRounded) {
-  auto buffer = DmaBuffer::allocate(Backing::anonymous, 100);
-  ASSERT_TRUE(buffer) << buffer.error().message();
-  EXPECT_EQ(buffer->size(), 4096u);
-  buffer->bytes()[4095] = std::byte{1};
+  auto buffer = check(DmaBuffer::allocate(Backing::anonymous, 100));
+  EXPECT_EQ(buffer.size(), 4096u);
+  buffer.bytes()[4095] = std::byte{1};
   EXPECT_FALSE(DmaBuffer::allocate(Backing::anonymous, 0));
 }
 
@@ -97,12 +94,10 @@ std::size_t resident(const DmaBuffer& buffer) {
 // until the map faults it in.
 TEST(Backings, PrefaultNoLeavesPagesOut) {
   for (Backing backing : {Backing::anonymous, Backing::memfd}) {
-    auto cold = DmaBuffer::allocate(backing, 64 * 1024, Prefault::no);
-    ASSERT_TRUE(cold) << cold.error();
-    EXPECT_EQ(resident(*cold), 0u) << backing_info(backing).name;
-    auto warm = DmaBuffer::allocate(backing, 64 * 1024);
-    ASSERT_TRUE(warm) << warm.error();
-    EXPECT_EQ(resident(*warm), 16u) << backing_info(backing).name;
+    auto cold = check(DmaBuffer::allocate(backing, 64 * 1024, Prefault::no));
+    EXPECT_EQ(resident(cold), 0u) << backing_info(backing).name;
+    auto warm = check(DmaBuffer::allocate(backing, 64 * 1024));
+    EXPECT_EQ(resident(warm), 16u) << backing_info(backing).name;
   }
 }
 

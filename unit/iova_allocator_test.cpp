@@ -1,3 +1,4 @@
+#include "check.h"
 #include "vfiolab/iova_allocator.h"
 
 #include <gtest/gtest.h>
@@ -23,16 +24,14 @@ constexpr std::uint64_t kEduLimit = 0x0fffffff;  // QEMU edu device: 28-bit DMA 
 
 std::vector<IovaRange> normalized(std::vector<IovaRange> ranges) {
   auto result = normalize_iova_ranges(std::move(ranges));
-  EXPECT_TRUE(result) << result.error();
+  VFIOLAB_EXPECT_OK(result);
   return result ? *result : std::vector<IovaRange>{};
 }
 
 IovaAllocator make_allocator(std::vector<IovaRange> ranges, std::uint64_t limit = UINT64_MAX) {
   auto allocator = IovaAllocator::create(std::move(ranges), limit);
-  if (!allocator) {
-    ADD_FAILURE() << allocator.error();
-    return *IovaAllocator::create({});
-  }
+  VFIOLAB_EXPECT_OK(allocator);
+  if (!allocator) return check(IovaAllocator::create({}));
   return std::move(*allocator);
 }
 
@@ -114,13 +113,11 @@ TEST(IovaAllocator, LowestAddressFirst) {
 TEST(IovaAllocator, AlignsToSize) {
   auto allocator = make_allocator({{0, 0xffffffff}});
   EXPECT_EQ(allocator.allocate(4 * kKiB), 0u);
-  auto huge = allocator.allocate(2 * kMiB);
-  ASSERT_TRUE(huge) << huge.error();
-  EXPECT_EQ(*huge % (2 * kMiB), 0u);
-  EXPECT_EQ(*huge, 2 * kMiB);
-  auto gig = allocator.allocate(1024 * kMiB);
-  ASSERT_TRUE(gig) << gig.error();
-  EXPECT_EQ(*gig, 1024 * kMiB);
+  auto huge = check(allocator.allocate(2 * kMiB));
+  EXPECT_EQ(huge % (2 * kMiB), 0u);
+  EXPECT_EQ(huge, 2 * kMiB);
+  auto gig = check(allocator.allocate(1024 * kMiB));
+  EXPECT_EQ(gig, 1024 * kMiB);
 }
 
 TEST(IovaAllocator, AlignsWithinUnalignedRangeStart) {
@@ -135,10 +132,9 @@ TEST(IovaAllocator, NeverHandsOutOverlappingBlocks) {
   std::vector<IovaRange> blocks;
   const std::uint64_t sizes[] = {4 * kKiB, 64 * kKiB, 2 * kMiB, 8, 1 * kMiB, 16 * kMiB, 4 * kKiB};
   for (std::uint64_t size : sizes) {
-    auto iova = allocator.allocate(size);
-    ASSERT_TRUE(iova) << iova.error();
-    EXPECT_EQ(*iova % size, 0u);
-    blocks.push_back({*iova, *iova + size - 1});
+    auto iova = check(allocator.allocate(size));
+    EXPECT_EQ(iova % size, 0u);
+    blocks.push_back({iova, iova + size - 1});
   }
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     for (std::size_t j = i + 1; j < blocks.size(); ++j) {
@@ -238,9 +234,8 @@ TEST(IovaAllocator, TopOfSpaceFillsWithoutWrap) {
   // Halving sizes fill the range exactly, then one last 4 KiB block takes the final page.
   std::uint64_t expected = kTopStart;
   for (std::uint64_t size = 512 * kKiB; size >= 4 * kKiB; size /= 2) {
-    auto iova = allocator.allocate(size);
-    ASSERT_TRUE(iova) << iova.error();
-    EXPECT_EQ(*iova, expected);
+    auto iova = check(allocator.allocate(size));
+    EXPECT_EQ(iova, expected);
     expected += size;
   }
   EXPECT_EQ(expected, 0xfffffffffffff000u);
@@ -333,9 +328,8 @@ TEST(IovaAllocatorAdversarial, ManyTinyRanges) {
   EXPECT_EQ(allocator.ranges().size(), kCount);
   EXPECT_FALSE(allocator.allocate(2));
   for (std::uint64_t i = 0; i < kCount; ++i) {
-    auto iova = allocator.allocate(1);
-    ASSERT_TRUE(iova) << iova.error();
-    EXPECT_EQ(*iova, 2 * i);
+    auto iova = check(allocator.allocate(1));
+    EXPECT_EQ(iova, 2 * i);
   }
   EXPECT_FALSE(allocator.allocate(1));
 }

@@ -1,5 +1,6 @@
 // A lab run held against its lane's expectations: the tests a KTAP document
 // holds, the expectations file, and every way the two can disagree.
+#include "check.h"
 #include "expect.h"
 
 #include <gtest/gtest.h>
@@ -31,7 +32,7 @@ std::vector<Leaf> run_leaves() { return leaves(ktap::parse(kRun)); }
 
 std::vector<Expectation> parsed(std::string_view text) {
   auto entries = parse_expectations(text);
-  EXPECT_TRUE(entries) << entries.error();
+  VFIOLAB_EXPECT_OK(entries);
   return entries ? *entries : std::vector<Expectation>{};
 }
 

@@ -1,5 +1,6 @@
 // The lab's plan: parsing, the devices a command names, the resources an
 // entry holds, and the order the scheduler starts entries in.
+#include "check.h"
 #include "plan.h"
 
 #include <gtest/gtest.h>
@@ -27,23 +28,21 @@ std::optional<int> group_of(const std::string& bdf) {
 }
 
 std::set<std::string> held(const std::string& line) {
-  auto plan = parse_plan(line);
-  EXPECT_TRUE(plan) << plan.error();
-  const auto& entry = plan->at(0);
+  const auto plan = check(parse_plan(line));
+  const auto& entry = plan.at(0);
   return entry_resources(entry, named_devices(entry.command, lookup), group_of);
 }
 
 TEST(LabPlan, ParsesNamesResourcesAndCommands) {
-  auto plan = parse_plan("# a comment\n\nfirst  cmd --x $EDU\nsecond +alone +pool  prog a b\r\n  \n");
-  ASSERT_TRUE(plan) << plan.error();
-  ASSERT_EQ(plan->size(), 2u);
-  EXPECT_EQ((*plan)[0].name, "first");
-  EXPECT_TRUE((*plan)[0].resources.empty());
-  EXPECT_EQ((*plan)[0].command, "cmd --x $EDU");
-  EXPECT_EQ((*plan)[0].line, 3);
-  EXPECT_EQ((*plan)[1].name, "second");
-  EXPECT_EQ((*plan)[1].resources, (std::vector<std::string>{"alone", "pool"}));
-  EXPECT_EQ((*plan)[1].command, "prog a b");
+  auto plan = check(parse_plan("# a comment\n\nfirst  cmd --x $EDU\nsecond +alone +pool  prog a b\r\n  \n"));
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_EQ(plan[0].name, "first");
+  EXPECT_TRUE(plan[0].resources.empty());
+  EXPECT_EQ(plan[0].command, "cmd --x $EDU");
+  EXPECT_EQ(plan[0].line, 3);
+  EXPECT_EQ(plan[1].name, "second");
+  EXPECT_EQ(plan[1].resources, (std::vector<std::string>{"alone", "pool"}));
+  EXPECT_EQ(plan[1].command, "prog a b");
 }
 
 TEST(LabPlan, RejectsAnEntryWithoutCommandAndANameUsedTwice) {
@@ -57,25 +56,24 @@ TEST(LabPlan, RejectsAnEntryWithoutCommandAndANameUsedTwice) {
 }
 
 TEST(LabPlan, NeedsAreConditionsNotResources) {
-  auto plan = parse_plan("igb +needs:IGB +pool prog $IGB\nplain prog\n");
-  ASSERT_TRUE(plan) << plan.error();
-  EXPECT_EQ((*plan)[0].needs, (std::vector<std::string>{"IGB"}));
-  EXPECT_EQ((*plan)[0].resources, (std::vector<std::string>{"pool"}));
-  EXPECT_TRUE((*plan)[1].needs.empty());
+  auto plan = check(parse_plan("igb +needs:IGB +pool prog $IGB\nplain prog\n"));
+  EXPECT_EQ(plan[0].needs, (std::vector<std::string>{"IGB"}));
+  EXPECT_EQ(plan[0].resources, (std::vector<std::string>{"pool"}));
+  EXPECT_TRUE(plan[1].needs.empty());
 
   std::map<std::string, std::string, std::less<>> env{{"IGB", "0000:00:09.0"}};
   auto look = [&](std::string_view name) -> std::optional<std::string> {
     auto it = env.find(name);
     return it == env.end() ? std::nullopt : std::optional<std::string>(it->second);
   };
-  EXPECT_FALSE(unmet_need((*plan)[0], look));
-  EXPECT_FALSE(unmet_need((*plan)[1], look));
+  EXPECT_FALSE(unmet_need(plan[0], look));
+  EXPECT_FALSE(unmet_need(plan[1], look));
   env["IGB"] = "";
-  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: this machine does not provide it");
+  EXPECT_EQ(unmet_need(plan[0], look), "$IGB is empty: this machine does not provide it");
   env["LAB_ABSENT_IGB"] = "QEMU 7.2.22 has no igb device";
-  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
+  EXPECT_EQ(unmet_need(plan[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
   env.erase("IGB");
-  EXPECT_EQ(unmet_need((*plan)[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
+  EXPECT_EQ(unmet_need(plan[0], look), "$IGB is empty: QEMU 7.2.22 has no igb device");
 
   for (const char* bad : {"x +needs: prog\n", "x +needs:1GB prog\n", "x +needs:I-GB prog\n"}) {
     auto rejected = parse_plan(bad);

@@ -1,3 +1,4 @@
+#include "check.h"
 #include "vfiolab/vf_token.h"
 
 #include <gtest/gtest.h>
@@ -8,19 +9,17 @@ namespace {
 TEST(VfToken, BytesInTextOrder) {
   // The kernel's uuid_parse() stores a uuid_t byte for byte as the text
   // reads, unlike a guid_t: the first byte is the first two digits.
-  auto token = VfToken::parse("52ac9bff-3a88-4fbd-901a-0d767c3b6c97");
-  ASSERT_TRUE(token) << token.error().message();
+  auto token = check(VfToken::parse("52ac9bff-3a88-4fbd-901a-0d767c3b6c97"));
   const std::array<std::uint8_t, 16> expected = {0x52, 0xac, 0x9b, 0xff, 0x3a, 0x88, 0x4f, 0xbd,
                                                  0x90, 0x1a, 0x0d, 0x76, 0x7c, 0x3b, 0x6c, 0x97};
-  EXPECT_EQ(token->bytes, expected);
-  EXPECT_EQ(token->str(), "52ac9bff-3a88-4fbd-901a-0d767c3b6c97");
+  EXPECT_EQ(token.bytes, expected);
+  EXPECT_EQ(token.str(), "52ac9bff-3a88-4fbd-901a-0d767c3b6c97");
 }
 
 TEST(VfToken, UpperCaseReadsAndPrintsLower) {
-  auto token = VfToken::parse("88594674-90A0-47A9-AEA8-9D9B352AC08A");
-  ASSERT_TRUE(token) << token.error().message();
-  EXPECT_EQ(token->str(), "88594674-90a0-47a9-aea8-9d9b352ac08a");
-  EXPECT_NE(*token, *VfToken::parse("52ac9bff-3a88-4fbd-901a-0d767c3b6c97"));
+  auto token = check(VfToken::parse("88594674-90A0-47A9-AEA8-9D9B352AC08A"));
+  EXPECT_EQ(token.str(), "88594674-90a0-47a9-aea8-9d9b352ac08a");
+  EXPECT_NE(token, check(VfToken::parse("52ac9bff-3a88-4fbd-901a-0d767c3b6c97")));
 }
 
 TEST(VfToken, BadTextIsNamed) {

@@ -1,3 +1,4 @@
+#include "check.h"
 #include "state.h"
 
 #include <fmt/format.h>
@@ -19,20 +20,18 @@ DeviceState e1000e_state() {
 
 TEST(VfioSetupState, RoundTrips) {
   DeviceState original = e1000e_state();
-  auto parsed = parse_device_state(serialize(original));
-  ASSERT_TRUE(parsed) << parsed.error();
-  EXPECT_EQ(parsed->bdf, original.bdf);
-  EXPECT_EQ(parsed->driver, "e1000e");
-  EXPECT_EQ(parsed->driver_override, "");
-  EXPECT_EQ(parsed->sriov_numvfs, 2u);
+  auto parsed = check(parse_device_state(serialize(original)));
+  EXPECT_EQ(parsed.bdf, original.bdf);
+  EXPECT_EQ(parsed.driver, "e1000e");
+  EXPECT_EQ(parsed.driver_override, "");
+  EXPECT_EQ(parsed.sriov_numvfs, 2u);
 
   DeviceState unbound;
   unbound.bdf = "0000:00:04.0";
-  auto parsed_unbound = parse_device_state(serialize(unbound));
-  ASSERT_TRUE(parsed_unbound) << parsed_unbound.error();
-  EXPECT_EQ(parsed_unbound->driver, "");
-  EXPECT_FALSE(parsed_unbound->sriov_numvfs);
-  EXPECT_FALSE(parsed_unbound->vfio_pci_enable_sriov);
+  auto parsed_unbound = check(parse_device_state(serialize(unbound)));
+  EXPECT_EQ(parsed_unbound.driver, "");
+  EXPECT_FALSE(parsed_unbound.sriov_numvfs);
+  EXPECT_FALSE(parsed_unbound.vfio_pci_enable_sriov);
 }
 
 TEST(VfioSetupState, VfioPciEnableSriovRoundTrips) {
@@ -40,9 +39,8 @@ TEST(VfioSetupState, VfioPciEnableSriovRoundTrips) {
     DeviceState pf = e1000e_state();
     pf.driver = "vfio-pci";
     pf.vfio_pci_enable_sriov = before;
-    auto parsed = parse_device_state(serialize(pf));
-    ASSERT_TRUE(parsed) << parsed.error();
-    EXPECT_EQ(parsed->vfio_pci_enable_sriov, before);
+    auto parsed = check(parse_device_state(serialize(pf)));
+    EXPECT_EQ(parsed.vfio_pci_enable_sriov, before);
   }
   auto bad = parse_device_state(sealed(
       "vfio-setup device state v1\nbdf=0000:00:09.0\ndriver=vfio-pci\ndriver_override=\nvfio_pci_enable_sriov=Y\n"));
@@ -94,10 +92,9 @@ TEST(VfioSetupState, SealedButWrongContentIsRejected) {
 
 TEST(VfioSetupState, HugepageCountsRoundTripAndRejectCorruption) {
   HugepageState state{64, 1};
-  auto parsed = parse_hugepage_state(serialize(state));
-  ASSERT_TRUE(parsed) << parsed.error();
-  EXPECT_EQ(parsed->pages_2m, 64u);
-  EXPECT_EQ(parsed->pages_1g, 1u);
+  auto parsed = check(parse_hugepage_state(serialize(state)));
+  EXPECT_EQ(parsed.pages_2m, 64u);
+  EXPECT_EQ(parsed.pages_1g, 1u);
   EXPECT_FALSE(parse_hugepage_state(serialize(e1000e_state())));
   EXPECT_FALSE(parse_hugepage_state(sealed("vfio-setup hugepage state v1\npages_2m=x\npages_1g=1\n")));
   std::string text = serialize(state);
