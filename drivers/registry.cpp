@@ -24,9 +24,9 @@ std::span<const DriverEntry> driver_registry() {
   return entries;
 }
 
-Result<std::unique_ptr<Driver>> probe_driver(PciDevice& device) {
+Result<DriverHandle> probe_driver(PciDevice& device, const DriverOptions& options) {
   for (const DriverEntry& entry : driver_registry()) {
-    if (entry.probe(device)) return entry.create(device);
+    if (entry.probe(device)) return entry.create(device, options);
   }
   std::string known;
   for (const DriverEntry& entry : driver_registry()) known += (known.empty() ? "" : ", ") + std::string(entry.name);

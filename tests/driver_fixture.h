@@ -1,12 +1,14 @@
 // The fixture of the device DMA tests: an Iommu in the mode under test, the
-// device opened in it, its vfiolab driver initialised with its region, and
-// two 64 KiB buffers (src_, dst_) mapped at fresh IOVAs; with the checks the
-// tests share (a copy verified byte for byte, the interrupts that fired, an
-// IOMMU fault in the kernel log). The gtest fixture's name is the suite name
-// in KTAP, so programs derive named fixtures from it.
+// device opened in it, its vfiolab driver (made by a DriverFactory: the
+// registry's choice by default) initialised with its region, and two 64 KiB
+// buffers (src_, dst_) mapped at fresh IOVAs; with the checks the tests
+// share (a copy verified byte for byte, the interrupts that fired, an IOMMU
+// fault in the kernel log). The gtest fixture's name is the suite name in
+// KTAP, so programs derive named fixtures from it.
 #pragma once
 
 #include "device.h"
+#include "driver_options.h"
 
 #include "vfiolab/drivers.h"
 #include "vfiolab/iommu_fault.h"
@@ -201,6 +203,15 @@ inline testing::AssertionResult blocked_copy_ran(const Driver& driver, const Res
   return testing::AssertionSuccess();
 }
 
+// How a test gets its driver for the device it opened: not initialised yet.
+using DriverFactory = std::function<Result<DriverHandle>(PciDevice& device)>;
+
+// The registry's driver for the device, with the options the environment
+// gives (driver_options.h).
+inline Result<DriverHandle> probe_driver_from_environment(PciDevice& device) {
+  return probe_driver(device, driver_options_from_environment(device));
+}
+
 class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
  protected:
   void SetUp() override {
@@ -208,18 +219,19 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     iommu_ = iommu;
     VFIOLAB_ASSIGN_OR_SKIP(device, PciDevice::open(harness::device_bdf(), iommu_));
     device_ = std::move(device);
-    VFIOLAB_ASSIGN_OR_SKIP(driver, probe_driver(*device_));
+    start_driver(probe_driver_from_environment);
+  }
+
+  // With iommu_ and device_ open: the driver `make` gives for device_, its
+  // region and the buffers mapped in iommu_, the driver initialised.
+  void start_driver(const DriverFactory& make) {
+    VFIOLAB_ASSIGN_OR_SKIP(driver, make(*device_));
     driver_ = std::move(driver);
     allocator_.emplace(check(iommu_->iova_allocator(driver_->iova_limit())));
-
     region_ = map_new(driver_->region_size());
     src_ = map_new(kBufferSize);
     dst_ = map_new(kBufferSize);
-    if (HasFailure() || !region_ || !src_ || !dst_) return;
-    if (auto init = driver_->init(region_->region); !init) {
-      if (init.error().unsupported) GTEST_SKIP() << init.error().message();
-      FAIL() << init.error().message();
-    }
+    VFIOLAB_ASSERT_OK(driver_->init(region_->region));
     size_ = std::min<std::uint64_t>(driver_->max_memcpy_size(), kBufferSize);
     rng_.seed(std::random_device{}());
   }
@@ -228,22 +240,14 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     if (driver_) VFIOLAB_EXPECT_OK(driver_->remove());
   }
 
-  // A buffer mapped at a fresh IOVA the device can reach.
+  // A buffer mapped at a fresh IOVA the device can reach (always one: the
+  // test fails otherwise).
   std::optional<MappedBuffer> map_new(std::uint64_t size) {
-    auto buffer = iommu_->map_new(*allocator_, Backing::anonymous, size);
-    if (!buffer) {
-      ADD_FAILURE() << buffer.error().message();
-      return std::nullopt;
-    }
-    return std::move(*buffer);
+    return check(iommu_->map_new(*allocator_, Backing::anonymous, size));
   }
 
   // An IOVA nothing is mapped at.
-  std::uint64_t unmapped_iova() {
-    auto iova = allocator_->allocate(kBufferSize);
-    EXPECT_TRUE(iova) << iova.error();
-    return iova.value_or(0);
-  }
+  std::uint64_t unmapped_iova() { return check(allocator_->allocate(kBufferSize)); }
 
   void fill_random(std::span<std::byte> bytes) {
     for (auto& b : bytes) b = static_cast<std::byte>(rng_());
@@ -255,16 +259,14 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   }
   void expect_no_interrupt(std::string_view after) {
     for (std::uint32_t v = 0; v < device_->enabled_irq_count(); ++v) {
-      auto count = device_->irq_eventfd(v).read();
-      ASSERT_TRUE(count) << count.error().message();
-      EXPECT_FALSE(count->has_value()) << "vector " << v << " fired " << count->value_or(0) << " time(s) after "
-                                       << after;
+      const auto count = check(device_->irq_eventfd(v).read());
+      EXPECT_FALSE(count.has_value()) << "vector " << v << " fired " << count.value_or(0) << " time(s) after "
+                                      << after;
     }
   }
   void expect_msi() {
-    auto count = device_->irq_eventfd(*driver_->msi_vector()).wait(kMsiTimeout);
-    ASSERT_TRUE(count) << count.error().message();
-    EXPECT_TRUE(count->has_value()) << "no MSI on vector " << *driver_->msi_vector() << " within "
+    const auto count = check(device_->irq_eventfd(*driver_->msi_vector()).wait(kMsiTimeout));
+    EXPECT_TRUE(count.has_value()) << "no MSI on vector " << *driver_->msi_vector() << " within "
                                     << std::chrono::duration_cast<std::chrono::milliseconds>(kMsiTimeout).count()
                                     << " ms";
   }
@@ -288,8 +290,7 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   void copy_and_verify(std::uint64_t size) {
     fill_random(src_->bytes().first(size));
     std::memset(dst_->memory.bytes(), 0, size);
-    auto copied = driver_->memcpy(src_->region.iova, dst_->region.iova, size);
-    ASSERT_TRUE(copied) << copied.error().message();
+    check(driver_->memcpy(src_->region.iova, dst_->region.iova, size));
     ASSERT_EQ(std::memcmp(src_->memory.bytes(), dst_->memory.bytes(), size), 0)
         << "the destination differs from the source after a copy of " << size << " bytes";
   }
@@ -299,7 +300,7 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   std::optional<MappedBuffer> region_;
   std::shared_ptr<Iommu> iommu_;
   std::unique_ptr<PciDevice> device_;
-  std::unique_ptr<Driver> driver_;
+  DriverHandle driver_;
   std::optional<IovaAllocator> allocator_;
   std::uint64_t size_ = 0;
   std::mt19937_64 rng_;

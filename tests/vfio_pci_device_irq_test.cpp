@@ -15,6 +15,7 @@
 // Prints the delivered counts and the trigger-to-handler latency (min, mean,
 // max), with guest and host on one TSC.
 #include "device.h"
+#include "driver_options.h"
 #include "vfio_pci_device_irq.h"
 
 #include "vfiolab/drivers.h"
@@ -143,7 +144,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
   }
 
   void set_up_driver() {
-    VFIOLAB_ASSIGN_OR_SKIP(driver, probe_driver(*device_));
+    VFIOLAB_ASSIGN_OR_SKIP(driver, probe_driver(*device_, driver_options_from_environment(*device_)));
     driver_ = std::move(driver);
     auto iovas = check(iommu_->iova_allocator(driver_->iova_limit()));
     VFIOLAB_ASSIGN_OR_SKIP(ring, iommu_->map_new(iovas, Backing::anonymous, driver_->region_size()));
@@ -173,7 +174,7 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
   std::uint64_t nmi_every_ = 0;
   std::shared_ptr<Iommu> iommu_;
   std::unique_ptr<PciDevice> device_;
-  std::unique_ptr<Driver> driver_;
+  DriverHandle driver_;
   std::optional<MappedBuffer> ring_;
   std::uint32_t vector_ = 0;
   std::unique_ptr<Vm> vm_;

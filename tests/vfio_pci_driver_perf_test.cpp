@@ -4,6 +4,7 @@
 // its MSI, the test wakes on the vector's eventfd.
 //
 //   vfio_pci_driver_perf_test [-m MODE]... [-n ITERATIONS] [--json FILE] BDF...
+#include "driver_options.h"
 #include "perf_main.h"
 #include "scope_exit.h"
 
@@ -35,7 +36,7 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
   if (!iommu) return fail(iommu.error());
   auto device = PciDevice::open(bdf, *iommu);
   if (!device) return fail(device.error());
-  auto driver = probe_driver(**device);
+  auto driver = probe_driver(**device, driver_options_from_environment(**device));
   if (!driver) return fail(driver.error());
   Driver& d = **driver;
   auto iovas = (*iommu)->iova_allocator(d.iova_limit());

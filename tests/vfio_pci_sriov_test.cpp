@@ -20,9 +20,9 @@
 // the copies must land, the VF's MSI-X must fire, and a source that only the
 // PF's context maps must not be read (the device's DMA is the VF's).
 #include "driver_fixture.h"
+#include "scope_exit.h"
 
-#include "igb/igb.h"
-
+#include "vfiolab/drivers/igb.h"
 #include "vfiolab/sysfs.h"
 #include "vfiolab/vf_token.h"
 
@@ -65,9 +65,7 @@ class SriovFixture {
  protected:
   void find_vf() {
     Sysfs sysfs;
-    auto pf = parse_bdf(harness::device_bdf());
-    ASSERT_TRUE(pf) << pf.error();
-    pf_ = *pf;
+    pf_ = check(parse_bdf(harness::device_bdf()));
     const unsigned total = sysfs.sriov_totalvfs(pf_).value_or(0);
     if (total == 0) GTEST_SKIP() << pf_.str() << " has no SR-IOV (no sriov_totalvfs, or 0)";
     if (sysfs.sriov_numvfs(pf_).value_or(0) == 0) {
@@ -93,8 +91,7 @@ class SriovFixture {
       GTEST_SKIP() << "this kernel's VFIO_DEVICE_BIND_IOMMUFD takes no VF token (no VFIO_DEVICE_BIND_FLAG_TOKEN): "
                    << opened.error();
     }
-    ASSERT_TRUE(opened) << "the PF with token " << kTokenA << ": " << opened.error();
-    pf_device_ = std::move(*opened);
+    pf_device_ = check(std::move(opened));
     pf_token_ = token(kTokenA);
   }
 
@@ -133,10 +130,10 @@ class SriovTokenTest : public testing::TestWithParam<Param>, protected SriovFixt
     auto vf = PciDevice::open(vf_.str(), iommu_, given);
     const std::string given_text = given ? given->str() : std::string("no token");
     if (given == pf_token_) {
-      ASSERT_TRUE(vf) << "VF " << vf_.str() << " with its PF's token " << given_text << ": " << vf.error();
+      const auto device = check(std::move(vf));
       // It is the VF, opened: its config space reads its own IDs.
-      EXPECT_EQ((*vf)->vendor_id(), Sysfs().vendor(vf_));
-      EXPECT_EQ((*vf)->device_id(), Sysfs().device_id(vf_));
+      EXPECT_EQ(device->vendor_id(), Sysfs().vendor(vf_));
+      EXPECT_EQ(device->device_id(), Sysfs().device_id(vf_));
       return;
     }
     ASSERT_FALSE(vf) << "VF " << vf_.str() << " opened with " << given_text << " although its PF's token is "
@@ -176,10 +173,11 @@ INSTANTIATE_TEST_SUITE_P(vfio_pci_sriov_test, SriovTokenTest,
 
 constexpr std::byte kUntouched{0xee};
 
-// VF 0 copying with its own driver. The PF and the VF each have an IOMMU
-// context of their own (two containers, or two iommufd instances), and
-// every buffer is mapped in the VF's only.
-class SriovVfDmaTest : public testing::TestWithParam<IommuMode>, protected SriovFixture {
+// VF 0 copying with its own driver: the driver fixture's, on the VF (its
+// iommu_ and device_) with the VF's driver. The PF and the VF each have an
+// IOMMU context of their own (two containers, or two iommufd instances),
+// and every buffer is mapped in the VF's only.
+class SriovVfDmaTest : protected SriovFixture, public vfio_pci_driver_test {
  protected:
   void SetUp() override {
     find_vf();
@@ -193,44 +191,19 @@ class SriovVfDmaTest : public testing::TestWithParam<IommuMode>, protected Sriov
                                   pf_device_->vendor_id(), pf_device_->device_id());
     }
     VFIOLAB_ASSIGN_OR_SKIP(vf_iommu, Iommu::open(GetParam()));
-    vf_iommu_ = std::move(vf_iommu);
-    auto vf = PciDevice::open(vf_.str(), vf_iommu_, pf_token_);
-    ASSERT_TRUE(vf) << "VF " << vf_.str() << " with its PF's token: " << vf.error();
-    vf_device_ = std::move(*vf);
-    ASSERT_TRUE(igb::probe_vf(*vf_device_)) << fmt::format("VF {:04x}:{:04x} of an 82576", vf_device_->vendor_id(),
-                                                           vf_device_->device_id());
+    iommu_ = std::move(vf_iommu);
+    device_ = check(PciDevice::open(vf_.str(), iommu_, pf_token_));
+    ASSERT_TRUE(igb::probe_vf(*device_)) << fmt::format("VF {:04x}:{:04x} of an 82576", device_->vendor_id(),
+                                                        device_->device_id());
 
-    VFIOLAB_ASSIGN_OR_SKIP(host, igb::VfHost::create(*pf_device_, 0));
+    VFIOLAB_ASSIGN_OR_SKIP(host, igb::VfHost::create(*pf_device_, 0, driver_options_from_environment(*pf_device_)));
     host_ = std::move(host);
-    driver_ = igb::create_vf(*vf_device_, *host_);
-    allocator_.emplace(check(vf_iommu_->iova_allocator(driver_->iova_limit())));
-    region_ = map_new(driver_->region_size());
-    src_ = map_new(kBufferSize);
-    dst_ = map_new(kBufferSize);
-    if (HasFailure()) return;
-    if (auto init = driver_->init(region_->region); !init) {
-      if (init.error().unsupported) GTEST_SKIP() << init.error().message();
-      FAIL() << init.error().message();
-    }
-    rng_.seed(std::random_device{}());
+    start_driver([this](PciDevice& vf) -> Result<DriverHandle> { return igb::create_vf(vf, *host_); });
   }
 
   void TearDown() override {
-    if (driver_) VFIOLAB_EXPECT_OK(driver_->remove());
+    vfio_pci_driver_test::TearDown();
     driver_.reset();  // before its host
-  }
-
-  std::optional<MappedBuffer> map_new(std::uint64_t size) {
-    auto buffer = vf_iommu_->map_new(*allocator_, Backing::anonymous, size);
-    if (!buffer) {
-      ADD_FAILURE() << "mapping " << size << " bytes for the VF: " << buffer.error().message();
-      return std::nullopt;
-    }
-    return std::move(*buffer);
-  }
-
-  void fill_random(std::span<std::byte> bytes) {
-    for (auto& b : bytes) b = static_cast<std::byte>(rng_());
   }
 
   // Copies `size` bytes from src_ + src_offset to dst_ + dst_offset and
@@ -242,8 +215,7 @@ class SriovVfDmaTest : public testing::TestWithParam<IommuMode>, protected Sriov
     fill_random(src);
     std::fill(dst.begin(), dst.end(), kUntouched);
     const std::string what = fmt::format("{} bytes from src+{:#x} to dst+{:#x}", size, src_offset, dst_offset);
-    auto copied = memcpy_chunked(*driver_, src_->region.iova + src_offset, dst_->region.iova + dst_offset, size);
-    ASSERT_TRUE(copied) << what << ": " << copied.error();
+    check(memcpy_chunked(*driver_, src_->region.iova + src_offset, dst_->region.iova + dst_offset, size));
     EXPECT_EQ(std::memcmp(src.data() + src_offset, dst.data() + dst_offset, size), 0)
         << what << ": the destination differs from the source";
     const auto outside = [&](std::byte b) { return b == kUntouched; };
@@ -252,15 +224,7 @@ class SriovVfDmaTest : public testing::TestWithParam<IommuMode>, protected Sriov
   }
 
   std::shared_ptr<Iommu> pf_iommu_;
-  std::shared_ptr<Iommu> vf_iommu_;
-  std::unique_ptr<PciDevice> vf_device_;
   std::unique_ptr<igb::VfHost> host_;
-  std::unique_ptr<Driver> driver_;
-  std::optional<IovaAllocator> allocator_;
-  std::optional<MappedBuffer> region_;
-  std::optional<MappedBuffer> src_;
-  std::optional<MappedBuffer> dst_;
-  std::mt19937 rng_;
 };
 
 // Whole buffers, one byte, and odd sizes at odd places.
@@ -274,14 +238,12 @@ TEST_P(SriovVfDmaTest, vf_memcpy) {
 // The VF's own MSI-X vector 0, raised by the VF's driver; none before.
 TEST_P(SriovVfDmaTest, vf_send_msi) {
   const std::uint32_t vector = *driver_->msi_vector();
-  auto before = vf_device_->irq_eventfd(vector).read();
-  ASSERT_TRUE(before) << before.error();
-  EXPECT_FALSE(before->has_value()) << "vector " << vector << " fired before send_msi (" << before->value_or(0)
-                                    << " times), during init or the copies";
+  const auto before = check(device_->irq_eventfd(vector).read());
+  EXPECT_FALSE(before.has_value()) << "vector " << vector << " fired before send_msi (" << before.value_or(0)
+                                   << " times), during init or the copies";
   VFIOLAB_ASSERT_OK(driver_->send_msi());
-  auto count = vf_device_->irq_eventfd(vector).wait(kMsiTimeout);
-  ASSERT_TRUE(count) << count.error();
-  EXPECT_TRUE(count->has_value()) << "no MSI-X on the VF's vector " << vector << " within " << kMsiTimeout.count()
+  const auto count = check(device_->irq_eventfd(vector).wait(kMsiTimeout));
+  EXPECT_TRUE(count.has_value()) << "no MSI-X on the VF's vector " << vector << " within " << kMsiTimeout.count()
                                   << " ms";
 }
 
@@ -293,23 +255,20 @@ TEST_P(SriovVfDmaTest, vf_send_msi) {
 // fails. The device copies again afterwards. The source's data at the
 // destination would mean the device read it as the PF.
 TEST_P(SriovVfDmaTest, vf_dma_is_the_vf_s) {
-  auto iova = allocator_->allocate(kBufferSize);
-  ASSERT_TRUE(iova) << iova.error();
-  auto memory = DmaBuffer::allocate(Backing::anonymous, kBufferSize);
-  ASSERT_TRUE(memory) << memory.error();
-  const DmaRegion pf_only{memory->bytes(), *iova, kBufferSize};
+  const std::uint64_t iova = unmapped_iova();
+  auto memory = check(DmaBuffer::allocate(Backing::anonymous, kBufferSize));
+  const DmaRegion pf_only{memory.bytes(), iova, kBufferSize};
   VFIOLAB_ASSERT_OK(pf_iommu_->map(pf_only));
   // Unmapped before the memory goes, on every way out of the test.
-  const std::unique_ptr<const DmaRegion, std::function<void(const DmaRegion*)>> unmap_at_exit(
-      &pf_only, [this](const DmaRegion* region) { (void)pf_iommu_->unmap(*region); });
-  const std::span<std::byte> source(memory->bytes(), kBufferSize);
+  const ScopeExit unmap_at_exit([&] { (void)pf_iommu_->unmap(pf_only); });
+  const std::span<std::byte> source(memory.bytes(), kBufferSize);
   fill_random(source);
   auto dst = dst_->bytes();
   std::fill(dst.begin(), dst.end(), kUntouched);
 
   auto witness = FaultWitness::before(vf_);
   auto copied = driver_->memcpy(pf_only.iova, dst_->region.iova, kBufferSize);
-  ASSERT_TRUE(blocked_copy_ran(*driver_, copied));
+  ASSERT_TRUE(blocked_copy_ran(copied));
   for (std::size_t at = 0; at < kBufferSize; at += 64) {
     ASSERT_NE(std::memcmp(dst.data() + at, source.data() + at, 64), 0)
         << "data that only the PF's IOMMU context maps reached the VF's destination at offset " << at;

@@ -4,7 +4,6 @@
 // dsa_completion_status) and drivers/dma/idxd/registers.h (union
 // idxd_command_reg, union cmdsts_reg, union wqcfg, struct grpcfg). The
 // expected values are written out by hand from those definitions.
-#include "dsa/dsa.h"
 #include "dsa/registers.h"
 
 #include <gtest/gtest.h>

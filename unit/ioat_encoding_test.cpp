@@ -1,7 +1,6 @@
 // The CBDMA encoders against the kernel's tables: Linux 6.12
 // drivers/dma/ioat/registers.h and hw.h (and SPDK's ioat_spec.h for ARMED).
 // Pure functions only: no device.
-#include "ioat/ioat.h"
 #include "ioat/registers.h"
 
 #include <gtest/gtest.h>

@@ -5,6 +5,7 @@
 // the device's error and halt interrupts; vector 1 is the completion vector.
 #include "dsa/dsa.h"
 
+#include "dsa/registers.h"
 #include "vfiolab/mmio.h"
 
 #include <fmt/format.h>
@@ -12,7 +13,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 
 namespace vfiolab::dsa {
@@ -35,11 +39,50 @@ constexpr std::uint64_t kBytesPerBatchEntry = sizeof(HwDescriptor) + sizeof(Comp
 
 std::string hex(std::uint64_t value) { return fmt::format("{:#x}", value); }
 
+class DsaDriver final : public Driver {
+ public:
+  using Driver::Driver;
+  std::string_view name() const override { return kName; }
+  // The device reports translation failures in the completion record.
+  bool reports_dma_errors() const override { return true; }
+
+ protected:
+  Result<void> do_init() override;
+  void do_remove() override;
+  Result<void> do_memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
+                               std::uint64_t count) override;
+  Result<void> do_memcpy_wait(std::chrono::steady_clock::time_point deadline) override;
+  Result<void> do_send_msi() override;
+
+ private:
+  std::uint32_t read32(std::size_t offset) const;
+  std::uint64_t read64(std::size_t offset) const;
+  void write32(std::size_t offset, std::uint32_t value) const;
+  void write64(std::size_t offset, std::uint64_t value) const;
+
+  // Runs a command and waits for CMDSTS to go idle; an error names the
+  // command and CMDSTS's error code.
+  Result<CommandStatus> run_command(Command command, std::uint32_t operand, std::string_view what);
+  Result<void> submit(const HwDescriptor& descriptor);
+  // Waits for the record's status byte; 0 when the deadline passed first.
+  static std::uint8_t poll_status(const CompletionRecord* record, std::chrono::steady_clock::time_point deadline);
+  Result<void> completion_error(std::string operation, const CompletionRecord& record, std::uint8_t status) const;
+  std::string swerr_summary() const;
+
+  std::byte* mmio_ = nullptr;
+  std::byte* portal_ = nullptr;
+  std::uint64_t list_capacity_ = 0;  // descriptors the batch list holds
+  std::uint64_t last_count_ = 0;     // copies in the last submission
+  std::uint16_t int_handle_ = 0;     // for vector 1
+  bool int_handle_requested_ = false;
+  bool wq_enabled_ = false;
+};
+
 }  // namespace
 
 bool probe(const PciDevice& device) { return dsa_matches(device.vendor_id(), device.device_id()); }
 
-std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<DsaDriver>(device); }
+DriverHandle create(PciDevice& device, const DriverOptions&) { return make_driver<DsaDriver>(device); }
 
 std::uint32_t DsaDriver::read32(std::size_t offset) const {
   return Mmio(mmio_).read32(offset);
@@ -111,7 +154,7 @@ Result<void> DsaDriver::do_init() {
 
   // A reset returns every table to its defaults and leaves the device
   // disabled, whatever the last user left behind.
-  if (auto r = run_command(Command::reset_device, 0, "reset device"); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(run_command(Command::reset_device, 0, "reset device"));
   if (const DeviceState state = genstats_state(read32(kRegGenStats)); state != DeviceState::disabled) {
     return std::unexpected(
         driver_error(EBUSY, "DSA init", fmt::format("device {} after reset", device_state_name(state))));
@@ -145,12 +188,12 @@ Result<void> DsaDriver::do_init() {
   }
 
   // MSI-X, and its permission entries: no PASID, not ignored.
-  if (auto r = device().enable_irqs(IrqIndex::msix, 2); !r) return r;
+  VFIOLAB_TRY(device().enable_irqs(IrqIndex::msix, 2));
   for (std::uint32_t v : {kErrorVector, kCompletionVector}) {
     write32(offsets_msix_perm(offsets) + kMsixPermEntryBytes * v, 0);
   }
 
-  if (auto r = run_command(Command::enable_device, 0, "enable device"); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(run_command(Command::enable_device, 0, "enable device"));
 
   // A device that says so needs an interrupt handle for a vector;
   // otherwise the handle is the MSI-X vector number.
@@ -159,13 +202,13 @@ Result<void> DsaDriver::do_init() {
       (gencap & kGenCapCmdCap) &&
       (read32(kRegCmdCap) >> static_cast<unsigned>(Command::request_int_handle) & 1);
   if (needs_handle) {
-    auto r = run_command(Command::request_int_handle, kCompletionVector, "request interrupt handle");
-    if (!r) return std::unexpected(r.error());
-    int_handle_ = r->result;
+    VFIOLAB_ASSIGN_OR_RETURN(const auto status,
+                             run_command(Command::request_int_handle, kCompletionVector, "request interrupt handle"));
+    int_handle_ = status.result;
     int_handle_requested_ = true;
   }
 
-  if (auto r = run_command(Command::enable_wq, kWq, "enable WQ"); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(run_command(Command::enable_wq, kWq, "enable WQ"));
   wq_enabled_ = true;
 
   list_capacity_ = (region_size() - kBatchList) / kBytesPerBatchEntry;
@@ -289,7 +332,7 @@ Result<void> DsaDriver::do_send_msi() {
   *record = {};
   HwDescriptor descriptor = encode_noop(region_iova(kMsiRecord), true);
   descriptor.int_handle = int_handle_;
-  if (auto r = submit(descriptor); !r) return r;
+  VFIOLAB_TRY(submit(descriptor));
   // The interrupt follows the completion record; a bad handle shows there.
   const std::uint8_t status = poll_status(record, std::chrono::steady_clock::now() + kMsiTimeout);
   if (status == 0) return std::unexpected(driver_error(ETIMEDOUT, "DSA send_msi", "no completion; " + swerr_summary()));

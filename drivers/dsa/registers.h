@@ -400,4 +400,15 @@ constexpr std::string_view completion_status_name(std::uint8_t code) {
   }
 }
 
+// Intel DSA devices that the Linux idxd driver binds (drivers/dma/idxd/init.c,
+// IDs from include/linux/pci_ids.h). IAA (0x0cfe) is idxd's other device
+// type, not a DSA, and has no MEMMOVE batches.
+constexpr bool dsa_matches(std::uint16_t vendor, std::uint16_t device) {
+  constexpr std::uint16_t kVendorIntel = 0x8086;
+  return vendor == kVendorIntel && (device == 0x0b25     // DSA_SPR0: Sapphire Rapids (DSA 1.0)
+                                    || device == 0x11fb  // DSA_GNRD: Granite Rapids-D
+                                    || device == 0x1212  // DSA_DMR: Diamond Rapids
+                                   );
+}
+
 }  // namespace vfiolab::dsa

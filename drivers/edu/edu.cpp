@@ -11,7 +11,6 @@
 #include <fmt/format.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <string_view>
 #include <thread>
 
@@ -37,9 +36,8 @@ constexpr std::uint64_t kDmaBufferSize = 4096;
 // stops the whole machine (hw_error) when it does not, so a full 4096-byte
 // transfer is refused there: one byte less is the most every QEMU takes.
 // Where the emulator is known to take the whole buffer (the lab probes it,
-// lab/run), VFIOLAB_EDU_FULL_BUFFER=1 lets copies use all of it.
+// lab/run), DriverOptions::edu_full_buffer lets copies use all of it.
 constexpr std::uint64_t kMaxTransfer = kDmaBufferSize - 1;
-constexpr const char* kFullBufferVariable = "VFIOLAB_EDU_FULL_BUFFER";
 // The device masks DMA addresses to 28 bits (its default dma_mask).
 constexpr std::uint64_t kDmaLimit = (1ull << 28) - 1;
 // A bit of the interrupt status that send_msi() raises and acknowledges.
@@ -50,12 +48,12 @@ constexpr std::uint64_t kMaxCount = 16;
 
 class EduDriver final : public Driver {
  public:
-  using Driver::Driver;
+  EduDriver(PciDevice& device, const DriverOptions& options)
+      : Driver(device), max_transfer_(options.edu_full_buffer ? kDmaBufferSize : kMaxTransfer) {}
   std::string_view name() const override { return kName; }
   std::uint64_t region_size() const override { return 4096; }  // the device has no rings
   std::uint64_t iova_limit() const override { return kDmaLimit; }
   bool reports_dma_errors() const override { return false; }
-  ~EduDriver() override { (void)remove(); }
 
  protected:
   Result<void> do_init() override {
@@ -67,10 +65,9 @@ class EduDriver final : public Driver {
       return std::unexpected(driver_error(ENODEV, "edu init", fmt::format("identification register reads {:#x}", id)));
     }
     if (dma_busy()) return std::unexpected(driver_error(EBUSY, "edu init", "a DMA is still running"));
-    if (auto r = device().enable_irqs(IrqIndex::msi, 1); !r) return r;
+    VFIOLAB_TRY(device().enable_irqs(IrqIndex::msi, 1));
     write32(kRegAckIrq, ~0u);
-    const char* full = std::getenv(kFullBufferVariable);
-    set_limits(full && std::string_view(full) == "1" ? kDmaBufferSize : kMaxTransfer, kMaxCount, 0);
+    set_limits(max_transfer_, kMaxCount, 0);
     return {};
   }
 
@@ -135,6 +132,7 @@ class EduDriver final : public Driver {
   void write32(std::size_t offset, std::uint32_t value) { bar0_.write32(offset, value); }
   void write64(std::size_t offset, std::uint64_t value) { bar0_.write64(offset, value); }
 
+  const std::uint64_t max_transfer_;
   Mmio bar0_{device().bar(0).address()};
   CopyChunk copy_;
   std::uint64_t steps_left_ = 0;
@@ -146,6 +144,8 @@ bool probe(const PciDevice& device) {
   return device.vendor_id() == kVendorQemu && device.device_id() == kDeviceEdu;
 }
 
-std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<EduDriver>(device); }
+DriverHandle create(PciDevice& device, const DriverOptions& options) {
+  return make_driver<EduDriver>(device, options);
+}
 
 }  // namespace vfiolab::edu

@@ -4,12 +4,10 @@
 
 #include "vfiolab/driver.h"
 
-#include <memory>
-
 namespace vfiolab::edu {
 
 inline constexpr std::string_view kName = "edu";
 bool probe(const PciDevice& device);
-std::unique_ptr<Driver> create(PciDevice& device);
+DriverHandle create(PciDevice& device, const DriverOptions& options);
 
 }  // namespace vfiolab::edu

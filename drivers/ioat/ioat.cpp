@@ -1,10 +1,16 @@
 #include "ioat/ioat.h"
 
+#include "ioat/registers.h"
+#include "vfiolab/mmio.h"
+
 #include <fmt/format.h>
 #include <linux/pci_regs.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <string>
 #include <thread>
 
 namespace vfiolab::ioat {
@@ -30,6 +36,67 @@ std::string describe_chanerr(std::uint32_t chanerr) {
   }
   return fmt::format("CHANERR {:#x}{}", chanerr, names.empty() ? "" : " (" + names + ")");
 }
+
+class IoatDriver final : public Driver {
+ public:
+  explicit IoatDriver(PciDevice& device) : Driver(device) {}
+
+  std::string_view name() const override { return kName; }
+  std::uint64_t region_size() const override { return kRegionBytes; }
+  // CHANERR and a halted channel report a failed read or write.
+  bool reports_dma_errors() const override { return true; }
+
+  // The region: the completion writeback word, then the descriptor ring.
+  // The ring's size divides 2^16, so DMACOUNT (16 bits) wraps with it.
+  static constexpr std::uint64_t kCompletionOffset = 0;
+  static constexpr std::uint64_t kRingOffset = 0x1000;
+  static constexpr std::uint32_t kRingEntries = 4096;
+  static constexpr std::uint64_t kRegionBytes = kRingOffset + kRingEntries * ioat::kDescriptorSize;
+  static_assert(65536 % kRingEntries == 0);
+
+ protected:
+  Result<void> do_init() override;
+  void do_remove() override;
+  Result<void> do_memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
+                               std::uint64_t count) override;
+  Result<void> do_memcpy_wait(std::chrono::steady_clock::time_point deadline) override;
+  Result<void> do_send_msi() override;
+
+ private:
+  template <typename T>
+  T read(std::uint32_t offset) const {
+    return Mmio(mmio_).read<T>(offset);
+  }
+  template <typename T>
+  void write(std::uint32_t offset, T value) const {
+    Mmio(mmio_).write<T>(offset, value);
+  }
+  // Channel 0's registers.
+  template <typename T>
+  T read_chan(std::uint32_t reg) const { return read<T>(ioat::channel_base(0) + reg); }
+  template <typename T>
+  void write_chan(std::uint32_t reg, T value) const { write<T>(ioat::channel_base(0) + reg, value); }
+
+  ioat::DmaDescriptor* slot(std::uint32_t position) const;
+  std::uint64_t slot_iova(std::uint32_t position) const;
+  volatile std::uint64_t* completion() const { return region_at<volatile std::uint64_t>(kCompletionOffset); }
+
+  Result<void> reset_channel();
+  void program_chain();
+  Result<void> restart_if_needed();
+  void submit(std::uint32_t descriptors);
+  Result<void> wait_for(std::uint64_t descriptor_iova, std::chrono::steady_clock::time_point deadline,
+                        const std::string& operation);
+  Error channel_error(int errnum, std::string operation, std::string detail) const;
+
+  std::byte* mmio_ = nullptr;        // set once the device is known to be a usable 3.x CBDMA
+  std::uint8_t version_ = 0;
+  std::uint32_t head_ = 0;           // ring position of the next descriptor to fill
+  std::uint16_t dmacount_ = 0;       // last value written to DMACOUNT
+  std::uint64_t awaited_ = 0;        // descriptor whose completion ends the copy in flight
+  bool copy_pending_ = false;
+  bool restart_needed_ = false;      // the channel halted: reset it before the next use
+};
 
 }  // namespace
 
@@ -99,7 +166,7 @@ void IoatDriver::program_chain() {
 
 Result<void> IoatDriver::restart_if_needed() {
   if (!restart_needed_) return {};
-  if (auto r = reset_channel(); !r) return r;
+  VFIOLAB_TRY(reset_channel());
   program_chain();
   return {};
 }
@@ -170,19 +237,16 @@ Result<void> IoatDriver::do_init() {
 
   // The kernel clears relaxed ordering so that the completion writeback
   // cannot pass the data it reports (ioat3_dma_probe).
-  auto exp = device().find_capability(PCI_CAP_ID_EXP);
-  if (!exp) return std::unexpected(exp.error());
-  if (*exp) {
-    const std::uint32_t at = **exp + PCI_EXP_DEVCTL;
-    auto devctl = device().config_read<std::uint16_t>(at);
-    if (!devctl) return std::unexpected(devctl.error());
-    if (*devctl & PCI_EXP_DEVCTL_RELAX_EN) {
-      auto cleared = device().config_write(at, static_cast<std::uint16_t>(*devctl & ~PCI_EXP_DEVCTL_RELAX_EN));
-      if (!cleared) return cleared;
+  VFIOLAB_ASSIGN_OR_RETURN(const auto exp, device().find_capability(PCI_CAP_ID_EXP));
+  if (exp) {
+    const std::uint32_t at = *exp + PCI_EXP_DEVCTL;
+    VFIOLAB_ASSIGN_OR_RETURN(const auto devctl, device().config_read<std::uint16_t>(at));
+    if (devctl & PCI_EXP_DEVCTL_RELAX_EN) {
+      VFIOLAB_TRY(device().config_write(at, static_cast<std::uint16_t>(devctl & ~PCI_EXP_DEVCTL_RELAX_EN)));
     }
   }
 
-  if (auto r = reset_channel(); !r) return r;
+  VFIOLAB_TRY(reset_channel());
   head_ = 0;
   for (std::uint32_t i = 0; i < kRingEntries; ++i) {
     *slot(i) = ioat::DmaDescriptor{};
@@ -190,7 +254,7 @@ Result<void> IoatDriver::do_init() {
   }
   program_chain();
 
-  if (auto r = device().enable_irqs(IrqIndex::msix, 1); !r) return r;
+  VFIOLAB_TRY(device().enable_irqs(IrqIndex::msix, 1));
   write<std::uint8_t>(ioat::kIntrCtrlReg, ioat::kIntrCtrlMasterIntEn | ioat::kIntrCtrlMsixVectorControl);
 
   // Start the channel with a NULL descriptor, as the kernel does, and check
@@ -198,7 +262,7 @@ Result<void> IoatDriver::do_init() {
   *slot(head_) = ioat::encode_null(slot_iova(head_ + 1), false, true);
   const std::uint64_t first = slot_iova(head_);
   submit(1);
-  if (auto r = wait_for(first, Clock::now() + kResetTimeout, "ioat init"); !r) return r;
+  VFIOLAB_TRY(wait_for(first, Clock::now() + kResetTimeout, "ioat init"));
 
   // At most kRingEntries - 1 descriptors are in flight, so the one awaited
   // has an address of its own on the ring.
@@ -220,7 +284,7 @@ void IoatDriver::do_remove() {
 
 Result<void> IoatDriver::do_memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size,
                                          std::uint64_t count) {
-  if (auto r = restart_if_needed(); !r) return r;
+  VFIOLAB_TRY(restart_if_needed());
   // Driver::memcpy_start has checked size <= XFERCAP and count < kRingEntries.
   const auto n = static_cast<std::uint32_t>(count);
   for (std::uint32_t i = 0; i < n; ++i) {
@@ -244,7 +308,7 @@ Result<void> IoatDriver::do_send_msi() {
   if (copy_pending_) {
     return std::unexpected(driver_error(EBUSY, "send_msi", "a copy is in flight; wait for it first"));
   }
-  if (auto r = restart_if_needed(); !r) return r;
+  VFIOLAB_TRY(restart_if_needed());
   // Re-arm the channel's interrupt (the kernel does so after each one).
   write_chan<std::uint16_t>(ioat::kChanCtrlReg, ioat::kChanCtrlRun);
   *slot(head_) = ioat::encode_null(slot_iova(head_ + 1), true, true);
@@ -255,6 +319,6 @@ Result<void> IoatDriver::do_send_msi() {
 
 bool probe(const PciDevice& device) { return ioat_matches(device.vendor_id(), device.device_id()); }
 
-std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<IoatDriver>(device); }
+DriverHandle create(PciDevice& device, const DriverOptions&) { return make_driver<IoatDriver>(device); }
 
 }  // namespace vfiolab::ioat

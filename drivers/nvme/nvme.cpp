@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <thread>
 
@@ -98,7 +97,7 @@ class QueuePair {
 
 class NvmeDriver final : public Driver {
  public:
-  using Driver::Driver;
+  NvmeDriver(PciDevice& device, const DriverOptions& options) : Driver(device), options_(options) {}
   std::string_view name() const override { return kName; }
   std::uint64_t region_size() const override { return kRegionSize; }
   // QEMU's controller completes a command whose DMA the IOMMU blocked with
@@ -108,7 +107,6 @@ class NvmeDriver final : public Driver {
   // memory is posted and invisible to it. So a copy may or may not report
   // the fault: memcpy_wait() passes on whatever the controller said.
   bool reports_dma_errors() const override { return false; }
-  ~NvmeDriver() override { (void)remove(); }
 
  protected:
   Result<void> may_drive() const override { return check_consent(); }
@@ -123,7 +121,7 @@ class NvmeDriver final : public Driver {
       return std::unexpected(driver_error(ENODEV, "nvme init",
                                           fmt::format("unsupported controller: CAP {:#x}", cap_.raw)));
     }
-    if (auto r = disable_controller(); !r) return r;
+    VFIOLAB_TRY(disable_controller());
 
     auto doorbell = [&](std::uint32_t index) {
       return reinterpret_cast<volatile std::uint32_t*>(bar0_.at(kDoorbells + index * cap_.doorbell_stride()));
@@ -132,14 +130,14 @@ class NvmeDriver final : public Driver {
                        doorbell(1));
     io_ = QueuePair(1, region_at<Command>(kIoSqOffset), region_at<Completion>(kIoCqOffset), doorbell(2), doorbell(3));
 
-    if (auto r = device().enable_irqs(IrqIndex::msix, 1); !r) return r;
+    VFIOLAB_TRY(device().enable_irqs(IrqIndex::msix, 1));
     write32(kRegAqa, ((kQueueEntries - 1) << 16) | (kQueueEntries - 1));
     write64(kRegAsq, region_iova(kAdminSqOffset));
     write64(kRegAcq, region_iova(kAdminCqOffset));
     write32(kRegCc, kCcIoQueueEntrySizes | kCcEnable);
-    if (auto r = wait_ready(true); !r) return r;
+    VFIOLAB_TRY(wait_ready(true));
 
-    if (auto r = identify(); !r) return r;
+    VFIOLAB_TRY(identify());
     return create_io_queues();
   }
 
@@ -199,7 +197,7 @@ class NvmeDriver final : public Driver {
     Command get{};
     get.opcode = kAdminGetFeatures;
     get.cdw10 = kFeatureNumberOfQueues;
-    if (auto r = admin(get, "Get Features"); !r) return std::unexpected(r.error());
+    VFIOLAB_TRY(admin(get, "Get Features"));
     return {};
   }
 
@@ -211,15 +209,10 @@ class NvmeDriver final : public Driver {
 
   Result<void> check_consent() const {
     if (device().vendor_id() == kVendorQemu && device().device_id() == kDeviceQemuNvme) return {};
-    const char* allowed = std::getenv(kOptInVariable);
-    if (allowed && device().name() == allowed) return {};
-    Error error = driver_error(
-        EPERM, "nvme init",
-        fmt::format("refusing to run: {:04x}:{:04x} is not QEMU's NVMe controller, and a copy overwrites the "
-                    "first blocks of namespace {}. To allow it, set {}={}",
-                    device().vendor_id(), device().device_id(), kNamespace, kOptInVariable, device().name()));
-    error.unsupported = true;
-    return std::unexpected(std::move(error));
+    return require_consent(device(), options_, kName, "nvme init",
+                           fmt::format("{:04x}:{:04x} is not QEMU's NVMe controller, and a copy overwrites the "
+                                       "first blocks of namespace {}",
+                                       device().vendor_id(), device().device_id(), kNamespace));
   }
 
   Result<void> identify() {
@@ -228,14 +221,14 @@ class NvmeDriver final : public Driver {
     id.opcode = kAdminIdentify;
     id.prp1 = region_iova(kIdentifyOffset);
     id.cdw10 = kIdentifyController;
-    if (auto r = admin(id, "Identify Controller"); !r) return std::unexpected(r.error());
+    VFIOLAB_TRY(admin(id, "Identify Controller"));
     const std::uint8_t mdts = static_cast<std::uint8_t>(buffer[kIdCtrlMdts]);
     max_transfer_ = kMaxTransfer;
     if (mdts != 0 && mdts < 40) max_transfer_ = std::min<std::uint64_t>(max_transfer_, (1ull << mdts) * cap_.min_page_size());
 
     id.nsid = kNamespace;
     id.cdw10 = kIdentifyNamespace;
-    if (auto r = admin(id, "Identify Namespace"); !r) return std::unexpected(r.error());
+    VFIOLAB_TRY(admin(id, "Identify Namespace"));
     std::uint64_t blocks = 0;
     std::memcpy(&blocks, buffer + kIdNsSize, sizeof blocks);
     const unsigned format = static_cast<unsigned>(buffer[kIdNsFlbas]) & 0xf;
@@ -259,17 +252,11 @@ class NvmeDriver final : public Driver {
     queues.opcode = kAdminSetFeatures;
     queues.cdw10 = kFeatureNumberOfQueues;
     queues.cdw11 = 0;  // one submission and one completion queue (zero-based counts)
-    if (auto r = admin(queues, "Set Features (Number of Queues)"); !r) return std::unexpected(r.error());
-    if (auto r = admin(create_io_cq(io_.qid(), kQueueEntries, region_iova(kIoCqOffset), false, 0),
-                       "Create I/O Completion Queue");
-        !r) {
-      return std::unexpected(r.error());
-    }
-    if (auto r = admin(create_io_sq(io_.qid(), kQueueEntries, region_iova(kIoSqOffset), io_.qid()),
-                       "Create I/O Submission Queue");
-        !r) {
-      return std::unexpected(r.error());
-    }
+    VFIOLAB_TRY(admin(queues, "Set Features (Number of Queues)"));
+    VFIOLAB_TRY(admin(create_io_cq(io_.qid(), kQueueEntries, region_iova(kIoCqOffset), false, 0),
+                      "Create I/O Completion Queue"));
+    VFIOLAB_TRY(admin(create_io_sq(io_.qid(), kQueueEntries, region_iova(kIoSqOffset), io_.qid()),
+                      "Create I/O Submission Queue"));
     // Writes then reads: every copy's command fits in the queue at once.
     set_limits(max_transfer_, kQueueEntries - 1, 0);
     return {};
@@ -346,6 +333,7 @@ class NvmeDriver final : public Driver {
     write32(offset + 4, static_cast<std::uint32_t>(value >> 32));
   }
 
+  const DriverOptions options_;
   Mmio bar0_{device().bar(0).address()};
   Capabilities cap_{0};
   QueuePair admin_;
@@ -366,6 +354,8 @@ class NvmeDriver final : public Driver {
 
 bool probe(const PciDevice& device) { return device.class_code() == kClassNvme; }
 
-std::unique_ptr<Driver> create(PciDevice& device) { return std::make_unique<NvmeDriver>(device); }
+DriverHandle create(PciDevice& device, const DriverOptions& options) {
+  return make_driver<NvmeDriver>(device, options);
+}
 
 }  // namespace vfiolab::nvme

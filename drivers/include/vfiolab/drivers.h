@@ -1,6 +1,5 @@
 // The drivers vfiolab has, and the choice of one for a device. Part of the
-// drivers library (vfiolab-drivers), which sits above the core library: the
-// core declares the Driver interface, this side fills it in.
+// drivers library (vfiolab-drivers), which sits above the core library.
 #pragma once
 
 #include "vfiolab/driver.h"
@@ -18,13 +17,13 @@ struct DriverEntry {
   // Whether the driver serves this device (by vendor and device ID, or by
   // class code for a standard interface such as NVMe).
   bool (*probe)(const PciDevice& device);
-  std::unique_ptr<Driver> (*create)(PciDevice& device);
+  DriverHandle (*create)(PciDevice& device, const DriverOptions& options);
 };
 
 // Every driver, in the order probe_driver() tries them.
 std::span<const DriverEntry> driver_registry();
 // The first driver whose probe accepts the device; unsupported (a SKIP)
 // when none does.
-Result<std::unique_ptr<Driver>> probe_driver(PciDevice& device);
+Result<DriverHandle> probe_driver(PciDevice& device, const DriverOptions& options = {});
 
 }  // namespace vfiolab

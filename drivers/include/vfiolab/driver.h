@@ -6,30 +6,72 @@
 // (region_size() bytes, below iova_limit()) and hands to init(). Copies name
 // IOVAs, never host addresses: the device sees only what the IOMMU maps.
 //
-// The drivers themselves, and the registry that picks one for a device, are
-// the drivers library (drivers/include/vfiolab/drivers.h): this library
-// only declares the interface. Adding a driver: a folder drivers/<name>/ and
-// one line in drivers/registry.cpp.
+// The interface, its base code and the drivers are the drivers library
+// (vfiolab-drivers, drivers/); the registry that picks one for a device is
+// vfiolab/drivers.h. Adding a driver: a folder drivers/<name>/ whose header
+// declares kName, probe and create, and one line in drivers/registry.cpp.
 #pragma once
 
 #include "vfiolab/error.h"
 #include "vfiolab/iommu.h"
 #include "vfiolab/pci_device.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace vfiolab {
 
+// What the user allows and knows, given to a driver when it is made. Drivers
+// never read the environment: a program fills this in (vfiolab's tests: from
+// VFIOLAB_* variables, tests/driver_options.h).
+struct DriverOptions {
+  // The drivers (by name) allowed to do to this device what they do unasked
+  // only to QEMU's models: nvme overwrites the first blocks of namespace 1,
+  // igb resets the port and puts it in MAC loopback.
+  std::vector<std::string> consent;
+  // edu: the emulator takes a DMA to the last byte of the 4 KiB buffer
+  // (QEMU 7.2 stops the machine on one), so copies may use all of it.
+  bool edu_full_buffer = false;
+
+  bool consents(std::string_view driver) const {
+    return std::find(consent.begin(), consent.end(), driver) != consent.end();
+  }
+};
+
+class Driver;
+// Destroys a driver the way its owner must: remove() first, while the
+// driver's own hooks still exist (a base destructor cannot call them).
+struct RemoveAndDelete {
+  void operator()(Driver* driver) const;
+};
+// A driver as probe_driver() and every create() hand it out: destroying it
+// stops the device (remove()), so no driver writes a destructor.
+using DriverHandle = std::unique_ptr<Driver, RemoveAndDelete>;
+
+// For a driver's create(): a new T(args...) in its handle.
+template <typename T, typename... Args>
+DriverHandle make_driver(Args&&... args) {
+  return DriverHandle(std::make_unique<T>(std::forward<Args>(args)...).release());
+}
+
+// For a driver that changes a real device beyond the copies asked of it:
+// nothing when `options` consent to `driver` on `device`, else the refusal
+// (EPERM, unsupported: a SKIP) saying what the driver would do (`why`).
+Result<void> require_consent(const PciDevice& device, const DriverOptions& options, std::string_view driver,
+                             std::string_view operation, std::string_view why);
+
 class Driver {
  public:
   explicit Driver(PciDevice& device) : device_(device) {}
-  // Each driver's destructor calls remove(): a driver never outlives its
+  // A DriverHandle calls remove() before this: a driver never outlives its
   // device running.
   virtual ~Driver() = default;
   Driver(const Driver&) = delete;
@@ -55,7 +97,7 @@ class Driver {
   // Quiesces the device, disables its interrupts and turns bus mastering
   // off; init() may follow. Does nothing when not initialised. It always
   // does all of that; the error is bus mastering's, when it stayed on.
-  // Destructors call it and drop the result: nothing here throws.
+  // A DriverHandle calls it on destruction and drops the result.
   Result<void> remove();
   bool initialized() const { return initialized_; }
 

@@ -6,6 +6,22 @@
 
 namespace vfiolab {
 
+void RemoveAndDelete::operator()(Driver* driver) const {
+  (void)driver->remove();  // a destructor has no one to report a failure to
+  std::default_delete<Driver>()(driver);
+}
+
+Result<void> require_consent(const PciDevice& device, const DriverOptions& options, std::string_view driver,
+                             std::string_view operation, std::string_view why) {
+  if (options.consents(driver)) return {};
+  Error error = device_error(
+      EPERM, device.name(), std::string(operation),
+      fmt::format("refusing to run: {}. To allow it, give the {} driver consent for {} (DriverOptions::consent)",
+                  why, driver, device.name()));
+  error.unsupported = true;
+  return std::unexpected(std::move(error));
+}
+
 Error Driver::driver_error(int errnum, std::string operation, std::string detail) const {
   std::string context = fmt::format("{} driver", name());
   if (!detail.empty()) context += ": " + detail;
@@ -23,11 +39,11 @@ Result<void> Driver::init(const DmaRegion& region) {
                                         fmt::format("region at IOVA {:#x} size {:#x} is beyond the device's limit {:#x}",
                                                     region.iova, region.size, iova_limit())));
   }
-  if (auto r = may_drive(); !r) return r;
+  VFIOLAB_TRY(may_drive());
   region_ = region;
   max_memcpy_size_ = max_memcpy_count_ = 0;
   msi_vector_.reset();
-  if (auto r = device_.set_bus_master(true); !r) return r;
+  VFIOLAB_TRY(device_.set_bus_master(true));
   if (auto r = do_init(); !r) {
     do_remove();
     (void)device_.set_bus_master(false);  // the init's error is the one to report
@@ -67,7 +83,7 @@ Result<void> Driver::memcpy_start(std::uint64_t src_iova, std::uint64_t dst_iova
           EINVAL, "memcpy_start", fmt::format("{}: beyond the device's IOVA limit {:#x}", what, iova_limit())));
     }
   }
-  if (auto r = do_memcpy_start(src_iova, dst_iova, size, count); !r) return r;
+  VFIOLAB_TRY(do_memcpy_start(src_iova, dst_iova, size, count));
   memcpy_in_flight_ = true;
   return {};
 }
@@ -81,7 +97,7 @@ Result<void> Driver::memcpy_wait(std::chrono::milliseconds timeout) {
 }
 
 Result<void> Driver::memcpy(std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size) {
-  if (auto r = memcpy_start(src_iova, dst_iova, size, 1); !r) return r;
+  VFIOLAB_TRY(memcpy_start(src_iova, dst_iova, size, 1));
   return memcpy_wait();
 }
 
@@ -125,11 +141,8 @@ Result<std::vector<CopyChunk>> split_copy(std::uint64_t src_iova, std::uint64_t 
 }
 
 Result<void> memcpy_chunked(Driver& driver, std::uint64_t src_iova, std::uint64_t dst_iova, std::uint64_t size) {
-  auto chunks = split_copy(src_iova, dst_iova, size, driver.max_memcpy_size());
-  if (!chunks) return std::unexpected(chunks.error());
-  for (const CopyChunk& chunk : *chunks) {
-    if (auto r = driver.memcpy(chunk.src_iova, chunk.dst_iova, chunk.size); !r) return r;
-  }
+  VFIOLAB_ASSIGN_OR_RETURN(const auto chunks, split_copy(src_iova, dst_iova, size, driver.max_memcpy_size()));
+  for (const CopyChunk& chunk : chunks) VFIOLAB_TRY(driver.memcpy(chunk.src_iova, chunk.dst_iova, chunk.size));
   return {};
 }
 
