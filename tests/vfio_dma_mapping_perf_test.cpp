@@ -367,9 +367,9 @@ int main_(int argc, char** argv) {
       if (!backing) return backing.error().message();
       o.backings.push_back(*backing);
     } else if (arg == "-s") {
-      std::uint64_t size = 0;
-      if (!perf::parse_size(value, size) || size % 4096) return "-s needs a size in 4K steps (4K, 2M, 1G)";
-      o.sizes.push_back(size);
+      const auto size = perf::parse_size(value);
+      if (!size || *size % 4096) return "-s needs a size in 4K steps (4K, 2M, 1G)";
+      o.sizes.push_back(*size);
     } else {
       const int ms = std::atoi(value);
       if (ms <= 0) return "--budget-ms needs a positive number";
