@@ -27,7 +27,6 @@ using namespace vfiolab;
 namespace fs = std::filesystem;
 
 using ktap::kExitFail;
-using ktap::kExitSkip;
 
 struct Check {
   std::string name;
@@ -112,10 +111,7 @@ int main(int argc, char** argv) {
   ktap::Writer out;
   out.header();
   if (devices.empty()) {
-    out.plan(0);
-    out.diagnostic("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
-    ktap::write_totals(stdout, {});
-    return kExitSkip;
+    return out.skip_all("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
   }
 
   Sysfs sysfs;

@@ -16,6 +16,7 @@
 #include "vfiolab/ktap.h"
 #include "vfiolab/memory.h"
 #include "vfiolab/pci_device.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 
@@ -385,17 +386,19 @@ int main(int argc, char** argv) {
   bool open_errors = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if ((arg == "--mode" || arg == "--share") && i + 1 >= argc) {
-      return refuse(fmt::format("{} needs a value", arg));
-    } else if (arg == "--mode") {
-      auto mode = iommu_mode_from_name(argv[++i]);
-      if (!mode) return refuse(mode.error().message());
-      modes.push_back(*mode);
-    } else if (arg == "--share") {
-      std::string pair = argv[++i];
-      auto comma = pair.find(',');
-      if (comma == std::string::npos) return refuse(fmt::format("--share wants BDF,BDF, not '{}'", pair));
-      shares.emplace_back(pair.substr(0, comma), pair.substr(comma + 1));
+    if (arg == "--mode" || arg == "--share") {
+      auto value = text::option_value(argc, argv, i);
+      if (!value) return refuse(value.error().message());
+      if (arg == "--mode") {
+        auto mode = iommu_mode_from_name(*value);
+        if (!mode) return refuse(mode.error().message());
+        modes.push_back(*mode);
+      } else {
+        const std::string pair(*value);
+        auto comma = pair.find(',');
+        if (comma == std::string::npos) return refuse(fmt::format("--share wants BDF,BDF, not '{}'", pair));
+        shares.emplace_back(pair.substr(0, comma), pair.substr(comma + 1));
+      }
     } else if (arg == "--no-open-errors") {
       open_errors = false;
     } else if (arg.starts_with("-")) {
@@ -412,11 +415,9 @@ int main(int argc, char** argv) {
     // harness's programs do.
     ktap::Writer out;
     out.header();
-    out.plan(0);
-    out.diagnostic("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
+    const int code = out.skip_all("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
     usage();
-    ktap::write_totals(stdout, {});
-    return ktap::kExitSkip;
+    return code;
   }
   for (const auto& bdf : devices) {
     if (auto parsed = parse_bdf(bdf); !parsed) return refuse(parsed.error().message());
