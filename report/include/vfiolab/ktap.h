@@ -118,9 +118,6 @@ inline constexpr int kExitSkip = 4;
 // test at all passes: a filter that selects nothing is the caller's error).
 int exit_code(const Counts& counts);
 
-// kselftest's closing line: "# Totals: pass:N fail:N xfail:0 xpass:0 skip:N error:0".
-void write_totals(std::FILE* out, const Counts& counts);
-
 // Writer for programs that report in KTAP: every program of the suite
 // writes its results through one. It counts what it writes at its own
 // depth; finish() (or skip_all()) ends the report.
@@ -144,7 +141,8 @@ class Writer {
   int skip_all(std::string_view reason);
   int number() const { return number_; }
   const Counts& counts() const { return counts_; }
-  // Writes the totals line and returns the exit code for the counts.
+  // Writes kselftest's closing line ("# Totals: pass:N fail:N xfail:0
+  // xpass:0 skip:N error:0") and returns the exit code for the counts.
   int finish();
 
  private:
