@@ -139,25 +139,20 @@ class Buffers {
 void map_each_backing(Run& run, Buffers& buffers, const std::string& prefix, Iommu& iommu) {
   for (const BackingInfo& backing : all_backings()) {
     run.step(fmt::format("{}.map_{}", prefix, backing.name), [&](Outcome& outcome) -> Result<void> {
-      auto got = buffers.get(backing);
-      VFIOLAB_TRY(got);
-      const DmaBuffer& buffer = **got;
-      auto allocator = iommu.iova_allocator();
-      VFIOLAB_TRY(allocator);
-      auto iova = allocator->allocate(buffer.size());
-      VFIOLAB_TRY(iova);
-      DmaRegion region{buffer.data(), *iova, buffer.size()};
+      VFIOLAB_ASSIGN_OR_RETURN(auto got, buffers.get(backing));
+      const DmaBuffer& buffer = *got;
+      VFIOLAB_ASSIGN_OR_RETURN(auto allocator, iommu.iova_allocator());
+      VFIOLAB_ASSIGN_OR_RETURN(auto iova, allocator.allocate(buffer.size()));
+      DmaRegion region{buffer.data(), iova, buffer.size()};
       VFIOLAB_TRY(iommu.map(region));
-      auto looked_up = iommu.to_iova(buffer.bytes() + buffer.size() / 2);
-      VFIOLAB_TRY(looked_up);
-      if (*looked_up != *iova + buffer.size() / 2) return failure(fmt::format("to_iova gave {:#x}", *looked_up));
-      auto unmapped = iommu.unmap(region);
-      VFIOLAB_TRY(unmapped);
-      if (*unmapped != buffer.size()) {
-        return failure(fmt::format("unmap reported {:#x} bytes, mapped {:#x}", *unmapped, buffer.size()));
+      VFIOLAB_ASSIGN_OR_RETURN(auto looked_up, iommu.to_iova(buffer.bytes() + buffer.size() / 2));
+      if (looked_up != iova + buffer.size() / 2) return failure(fmt::format("to_iova gave {:#x}", looked_up));
+      VFIOLAB_ASSIGN_OR_RETURN(auto unmapped, iommu.unmap(region));
+      if (unmapped != buffer.size()) {
+        return failure(fmt::format("unmap reported {:#x} bytes, mapped {:#x}", unmapped, buffer.size()));
       }
       if (iommu.to_iova(buffer.data())) return failure("the region is still tracked after unmap");
-      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), *iova));
+      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), iova));
       return {};
     });
   }
@@ -175,19 +170,14 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   std::unique_ptr<PciDevice> device;
   bool opened = false;
   run.step(prefix + ".open", [&](Outcome& outcome) -> Result<void> {
-    auto opened_iommu = Iommu::open(mode);
-    VFIOLAB_TRY(opened_iommu);
-    iommu = *opened_iommu;
-    auto opened_device = PciDevice::open(bdf_text, iommu);
-    VFIOLAB_TRY(opened_device);
-    device = std::move(*opened_device);
+    VFIOLAB_ASSIGN_OR_RETURN(iommu, Iommu::open(mode));
+    VFIOLAB_ASSIGN_OR_RETURN(device, PciDevice::open(bdf_text, iommu));
     Sysfs sysfs;
     if (device->vendor_id() != sysfs.vendor(device->bdf())) return failure("vendor ID differs from sysfs");
     if (device->device_id() != sysfs.device_id(device->bdf())) return failure("device ID differs from sysfs");
-    auto ranges = iommu->iova_ranges();
-    VFIOLAB_TRY(ranges);
+    VFIOLAB_ASSIGN_OR_RETURN(auto ranges, iommu->iova_ranges());
     std::string range_text;
-    for (const auto& range : *ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
+    for (const auto& range : ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
     outcome.notes.push_back(fmt::format("{:04x}:{:04x}, {} regions, {} irq indexes, IOVA ranges{}",
                                         device->vendor_id(), device->device_id(), device->info().num_regions,
                                         device->info().num_irqs, range_text));
@@ -218,12 +208,10 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   IrqIndex index = IrqIndex::msix;
   std::uint32_t vectors = 0;
   run.step(prefix + ".irqs", [&](Outcome& outcome) -> Result<void> {
-    auto msix = device->irq_info(IrqIndex::msix);
-    VFIOLAB_TRY(msix);
-    auto msi = device->irq_info(IrqIndex::msi);
-    VFIOLAB_TRY(msi);
-    index = msix->count > 0 ? IrqIndex::msix : IrqIndex::msi;
-    vectors = msix->count > 0 ? msix->count : msi->count;
+    VFIOLAB_ASSIGN_OR_RETURN(auto msix, device->irq_info(IrqIndex::msix));
+    VFIOLAB_ASSIGN_OR_RETURN(auto msi, device->irq_info(IrqIndex::msi));
+    index = msix.count > 0 ? IrqIndex::msix : IrqIndex::msi;
+    vectors = msix.count > 0 ? msix.count : msi.count;
     if (vectors == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has neither MSI nor MSI-X");
@@ -231,15 +219,13 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
     }
     VFIOLAB_TRY(device->enable_irqs(index, vectors));
     for (std::uint32_t v = 0; v < vectors; ++v) {
-      auto before = device->irq_eventfd(v).read();
-      VFIOLAB_TRY(before);
-      if (*before) return failure(fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
+      VFIOLAB_ASSIGN_OR_RETURN(auto before, device->irq_eventfd(v).read());
+      if (before) return failure(fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
       VFIOLAB_TRY(device->trigger_irq(index, v));
-      auto after = device->irq_eventfd(v).wait(1s);
-      VFIOLAB_TRY(after);
-      if (*after != 1u) {
+      VFIOLAB_ASSIGN_OR_RETURN(auto after, device->irq_eventfd(v).wait(1s));
+      if (after != 1u) {
         return failure(fmt::format("{} vector {} eventfd read {} after one trigger", irq_index_name(index), v,
-                                   *after ? std::to_string(**after) : "nothing"));
+                                   after ? std::to_string(*after) : "nothing"));
       }
     }
     outcome.notes.push_back(
@@ -248,22 +234,19 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   });
 
   run.step(prefix + ".intx", [&](Outcome& outcome) -> Result<void> {
-    auto intx = device->irq_info(IrqIndex::intx);
-    VFIOLAB_TRY(intx);
-    if (intx->count == 0) {
+    VFIOLAB_ASSIGN_OR_RETURN(auto intx, device->irq_info(IrqIndex::intx));
+    if (intx.count == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has no INTx pin");
       return {};
     }
     VFIOLAB_TRY(device->disable_irqs(index));
     VFIOLAB_TRY(device->enable_irqs(IrqIndex::intx, 1));
-    auto before = device->irq_eventfd(0).read();
-    VFIOLAB_TRY(before);
-    if (*before) return failure("INTx fired before its trigger");
+    VFIOLAB_ASSIGN_OR_RETURN(auto before, device->irq_eventfd(0).read());
+    if (before) return failure("INTx fired before its trigger");
     VFIOLAB_TRY(device->trigger_irq(IrqIndex::intx, 0));
-    auto after = device->irq_eventfd(0).wait(1s);
-    VFIOLAB_TRY(after);
-    if (*after != 1u) return failure("INTx eventfd did not read 1 after a trigger");
+    VFIOLAB_ASSIGN_OR_RETURN(auto after, device->irq_eventfd(0).wait(1s));
+    if (after != 1u) return failure("INTx eventfd did not read 1 after a trigger");
     VFIOLAB_TRY(device->mask_intx());
     VFIOLAB_TRY(device->unmask_intx());
     VFIOLAB_TRY(device->disable_irqs(IrqIndex::intx));
@@ -282,9 +265,8 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
     VFIOLAB_TRY(device->reset());
     if (device->enabled_irq_index()) {
       VFIOLAB_TRY(device->trigger_irq(index, 0));
-      auto fired = device->irq_eventfd(0).wait(1s);
-      VFIOLAB_TRY(fired);
-      if (*fired != 1u) return failure("vector 0 does not fire after reset");
+      VFIOLAB_ASSIGN_OR_RETURN(auto fired, device->irq_eventfd(0).wait(1s));
+      if (fired != 1u) return failure("vector 0 does not fire after reset");
       outcome.notes.push_back(fmt::format("reset; {} vector 0 fires after it", irq_index_name(index)));
     } else {
       outcome.notes.push_back("reset");
@@ -293,11 +275,11 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   });
 
   run.step(prefix + ".hot_reset_info", [&](Outcome& outcome) -> Result<void> {
-    auto devices = device->hot_reset_info();
-    VFIOLAB_TRY(devices);  // unsupported (a SKIP) when the device has no bus reset
+    // Unsupported (a SKIP) when the device has no bus reset.
+    VFIOLAB_ASSIGN_OR_RETURN(auto devices, device->hot_reset_info());
     std::string list;
-    for (const auto& d : *devices) list += " " + d.bdf.str();
-    outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices->size(), list));
+    for (const auto& d : devices) list += " " + d.bdf.str();
+    outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices.size(), list));
     return {};
   });
 
@@ -306,26 +288,20 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
 
 void probe_sharing(Run& run, IommuMode mode, const std::string& a, const std::string& b) {
   run.step(fmt::format("{}.share.{}+{}", iommu_mode_info(mode).name, a, b), [&](Outcome& outcome) -> Result<void> {
-    auto iommu = Iommu::open(mode);
-    VFIOLAB_TRY(iommu);
-    auto first = PciDevice::open(a, *iommu);
-    VFIOLAB_TRY(first);
-    auto second = PciDevice::open(b, *iommu);
-    VFIOLAB_TRY(second);
-    auto buffer = DmaBuffer::allocate(Backing::anonymous, 64 * 1024);
-    VFIOLAB_TRY(buffer);
-    auto allocator = (*iommu)->iova_allocator();
-    VFIOLAB_TRY(allocator);
-    auto iova = allocator->allocate(buffer->size());
+    VFIOLAB_ASSIGN_OR_RETURN(auto iommu, Iommu::open(mode));
+    VFIOLAB_ASSIGN_OR_RETURN(auto first, PciDevice::open(a, iommu));
+    VFIOLAB_ASSIGN_OR_RETURN(auto second, PciDevice::open(b, iommu));
+    VFIOLAB_ASSIGN_OR_RETURN(auto buffer, DmaBuffer::allocate(Backing::anonymous, 64 * 1024));
+    VFIOLAB_ASSIGN_OR_RETURN(auto allocator, iommu->iova_allocator());
+    auto iova = allocator.allocate(buffer.size());
     if (!iova) return failure("no IOVA for the shared buffer");
-    DmaRegion region{buffer->data(), *iova, buffer->size()};
-    VFIOLAB_TRY((*iommu)->map(region));
-    if (&(*first)->iommu() != &(*second)->iommu()) return failure("the devices do not share the Iommu");
-    auto unmapped = (*iommu)->unmap(region);
-    VFIOLAB_TRY(unmapped);
-    if (*unmapped != buffer->size()) return failure("unmap size differs");
+    DmaRegion region{buffer.data(), *iova, buffer.size()};
+    VFIOLAB_TRY(iommu->map(region));
+    if (&first->iommu() != &second->iommu()) return failure("the devices do not share the Iommu");
+    VFIOLAB_ASSIGN_OR_RETURN(auto unmapped, iommu->unmap(region));
+    if (unmapped != buffer.size()) return failure("unmap size differs");
     outcome.notes.push_back(
-        fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer->size(), *iova, a, b));
+        fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer.size(), *iova, a, b));
     return {};
   });
 }
@@ -346,9 +322,8 @@ std::optional<std::string> device_not_on_vfio_pci() {
 void probe_open_errors(Run& run, const std::optional<std::string>& other) {
   auto expect_error = [&](const std::string& name, const std::string& bdf, const std::string& needle) {
     run.step("open_error." + name, [&](Outcome& outcome) -> Result<void> {
-      auto iommu = Iommu::open(kDefaultIommuMode);
-      VFIOLAB_TRY(iommu);
-      auto device = PciDevice::open(bdf, *iommu);
+      VFIOLAB_ASSIGN_OR_RETURN(auto iommu, Iommu::open(kDefaultIommuMode));
+      auto device = PciDevice::open(bdf, iommu);
       if (device) return failure(fmt::format("opening '{}' succeeded", bdf));
       std::string message = device.error().message();
       if (message.find(needle) == std::string::npos) {
