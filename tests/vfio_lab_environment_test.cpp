@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
   ktap::Writer out;
   out.header();
   if (devices.empty()) {
-    return out.skip_all("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
+    return out.skip_all(
+        "usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
   }
 
   Sysfs sysfs;

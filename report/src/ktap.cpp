@@ -383,7 +383,9 @@ void Writer::skip(std::string_view name, std::string_view reason) {
   result(true, name, Directive::skip, reason);
 }
 
-void Writer::relay(std::string_view text) { line(text.starts_with('#') ? std::string(text) : fmt::format("# {}", text)); }
+void Writer::relay(std::string_view text) {
+  line(text.starts_with('#') ? std::string(text) : fmt::format("# {}", text));
+}
 
 int Writer::skip_all(std::string_view reason) {
   plan(0);
