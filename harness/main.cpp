@@ -5,6 +5,7 @@
 
 #include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
+#include "vfiolab/text.h"
 #include "vfiolab/unique_fd.h"
 
 #include <fmt/format.h>
@@ -17,8 +18,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
-#include <optional>
 #include <span>
 #include <string_view>
 #include <cstdlib>
@@ -296,16 +295,8 @@ ProgramOption::ProgramOption(const char* flag, Kind kind, const char* value_name
   program_options().push_back(this);
 }
 
-// A whole positive decimal number, or nothing.
-static std::optional<unsigned long> positive_number(const std::string& text) {
-  unsigned long value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 10);
-  if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
-  return value;
-}
-
 unsigned long ProgramOption::number_or(unsigned long fallback) const {
-  return given_ ? positive_number(value_).value_or(fallback) : fallback;
+  return given_ ? text::positive_number(flag_, value_).value_or(fallback) : fallback;
 }
 
 std::string ProgramOption::usage() const {
@@ -335,14 +326,21 @@ int main(int argc, char** argv) {
   Selection selection;
   bool list = false;
   std::chrono::seconds default_timeout = kDefaultTimeout;
+  // A bad argument is a FAIL, with a message naming it.
+  auto refuse = [&](const std::string& problem) {
+    fmt::print(stderr, "{}: {}\n", argv[0], problem);
+    return kExitFail;
+  };
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
+      auto given = text::option_value(argc, argv, i);
+      if (!given) {
+        refuse(given.error().message());
         usage(argv[0]);
         std::exit(kExitFail);
       }
-      return argv[++i];
+      return std::string(*given);
     };
     if (arg == "-l") {
       list = true;
@@ -356,18 +354,12 @@ int main(int argc, char** argv) {
       selection.full.push_back(value());
     } else if (arg == "-m") {
       auto mode = iommu_mode_from_name(value());
-      if (!mode) {
-        fmt::print(stderr, "{}: {}\n", argv[0], mode.error().message());
-        return kExitFail;
-      }
+      if (!mode) return refuse(mode.error().message());
       chosen_mode() = *mode;
     } else if (arg == "-T") {
-      std::string seconds = value();
-      if (!positive_number(seconds)) {
-        fmt::print(stderr, "{}: -T wants a positive whole number of seconds, not '{}'\n", argv[0], seconds);
-        return kExitFail;
-      }
-      default_timeout = std::chrono::seconds(*positive_number(seconds));
+      auto seconds = text::positive_number(arg, value(), "seconds");
+      if (!seconds) return refuse(seconds.error().message());
+      default_timeout = std::chrono::seconds(*seconds);
     } else if (arg == "-h" || arg == "--help") {
       usage(argv[0]);
       return kExitPass;
@@ -379,34 +371,25 @@ int main(int argc, char** argv) {
         option.set("1");
         continue;
       }
-      std::string text = value();
+      std::string given = value();
       if (option.kind() == ProgramOption::Kind::number) {
-        if (!positive_number(text)) {
-          fmt::print(stderr, "{}: {} wants a positive whole number, not '{}'\n", argv[0], arg, text);
-          return kExitFail;
-        }
+        if (auto number = text::positive_number(arg, given); !number) return refuse(number.error().message());
       }
-      option.set(text);
+      option.set(given);
     } else if (arg.starts_with("-")) {
-      fmt::print(stderr, "{}: unknown option '{}'\n", argv[0], arg);
+      refuse(fmt::format("unknown option '{}'", arg));
       usage(argv[0]);
       return kExitFail;
     } else {
       auto bdf = parse_bdf(arg);
-      if (!bdf) {
-        fmt::print(stderr, "{}: {}\n", argv[0], bdf.error().message());
-        return kExitFail;
-      }
+      if (!bdf) return refuse(bdf.error().message());
       bdfs().push_back(bdf->str());
     }
   }
   if (bdfs().empty()) {
     if (const char* env = std::getenv("VFIO_SELFTESTS_BDF"); env && *env) {
       auto bdf = parse_bdf(env);
-      if (!bdf) {
-        fmt::print(stderr, "{}: VFIO_SELFTESTS_BDF: {}\n", argv[0], bdf.error().message());
-        return kExitFail;
-      }
+      if (!bdf) return refuse("VFIO_SELFTESTS_BDF: " + bdf.error().message());
       bdfs().push_back(bdf->str());
     }
   }
@@ -446,16 +429,14 @@ int main(int argc, char** argv) {
   ktap::Writer out;
   out.header();
   if (bdfs().empty() && device_needed()) {
-    out.plan(0);
-    out.diagnostic("no device: pass a BDF as the last argument or set VFIO_SELFTESTS_BDF");
+    const int code = out.skip_all("no device: pass a BDF as the last argument or set VFIO_SELFTESTS_BDF");
     usage(argv[0]);
-    ktap::write_totals(stdout, {});
-    return kExitSkip;
+    return code;
   }
   out.plan(static_cast<int>(selected.size()));
   for (const auto& test : selected) {
     Outcome outcome = run_isolated(test.gtest_name, timeout_for(test.name.full(), default_timeout));
-    for (const auto& line : outcome.output) fmt::print("{}{}\n", line.starts_with("#") ? "" : "# ", line);
+    for (const auto& line : outcome.output) out.relay(line);
     if (outcome.directive == ktap::Directive::skip) {
       out.skip(test.name.full(), outcome.reason);
     } else if (outcome.ok) {

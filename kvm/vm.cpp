@@ -131,7 +131,7 @@ Result<std::shared_ptr<const Kvm>> Kvm::open() {
   }
   kvm->vcpu_mmap_size_ = static_cast<std::size_t>(mmap_size);
 
-  if (auto r = kvm->require(KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(kvm->require(KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"));
   // KVM_GET_SUPPORTED_CPUID says E2BIG until the buffer is large enough.
   for (std::uint32_t entries = 64;; entries *= 2) {
     std::vector<std::uint64_t> buffer((sizeof(kvm_cpuid2) + entries * sizeof(kvm_cpuid_entry2)) / 8 + 1);
@@ -187,15 +187,14 @@ bool GuestArena::contains(const void* address, std::size_t size) const {
 // ---- Vm
 
 Result<std::unique_ptr<Vm>> Vm::create(const VmOptions& options) {
-  auto kvm = Kvm::open();
-  if (!kvm) return std::unexpected(kvm.error());
-  return create(*kvm, options);
+  VFIOLAB_ASSIGN_OR_RETURN(auto kvm, Kvm::open());
+  return create(std::move(kvm), options);
 }
 
 Result<std::unique_ptr<Vm>> Vm::create(std::shared_ptr<const Kvm> kvm, const VmOptions& options) {
   for (auto [capability, name] : {std::pair{KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
                                   std::pair{KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"}}) {
-    if (auto r = kvm->require(capability, name); !r) return std::unexpected(r.error());
+    VFIOLAB_TRY(kvm->require(capability, name));
   }
   auto vm = std::make_unique<Vm>(Key{}, std::move(kvm));
   vm->fd_.reset(::ioctl(vm->kvm().fd(), KVM_CREATE_VM, 0));
@@ -208,13 +207,11 @@ Result<std::unique_ptr<Vm>> Vm::create(std::shared_ptr<const Kvm> kvm, const VmO
     return std::unexpected(vm->vm_error(err, "KVM_CREATE_IRQCHIP"));
   }
 
-  auto arena = GuestArena::create(options.arena_size);
-  if (!arena) return std::unexpected(arena.error());
-  vm->arena_ = std::move(*arena);
+  VFIOLAB_ASSIGN_OR_RETURN(vm->arena_, GuestArena::create(options.arena_size));
   vm->stack_size_ = align_up(options.stack_size, 16);
-  if (auto r = vm->set_up_memory(); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(vm->set_up_memory());
   for (std::uint32_t i = 0; i < options.vcpus; ++i) {
-    if (auto r = vm->add_vcpu(); !r) return std::unexpected(r.error());
+    VFIOLAB_TRY(vm->add_vcpu());
   }
   return vm;
 }
@@ -289,18 +286,18 @@ Result<void> Vm::set_up_memory() {
     }
   }
   arena_gpa_ = kArenaGpa;
-  if (auto r = set_user_memory_region(kArenaSlot, arena_gpa_, arena_.base(), arena_.size()); !r) return r;
-  if (auto r = set_user_memory_region(kImageSlot, kImageGpa, image_begin_, image_size); !r) return r;
+  VFIOLAB_TRY(set_user_memory_region(kArenaSlot, arena_gpa_, arena_.base(), arena_.size()));
+  VFIOLAB_TRY(set_user_memory_region(kImageSlot, kImageGpa, image_begin_, image_size));
 
   // Page tables: every page at its host address, and the xAPIC page.
   pml4_ = static_cast<std::uint64_t*>(arena_.allocate(x86::kPageSize, x86::kPageSize));
   for (std::uint64_t offset = 0; offset < arena_.size(); offset += x86::kPageSize) {
-    if (auto r = map_page(arena_begin + offset, arena_gpa_ + offset); !r) return r;
+    VFIOLAB_TRY(map_page(arena_begin + offset, arena_gpa_ + offset));
   }
   for (std::uint64_t offset = 0; offset < image_size; offset += x86::kPageSize) {
-    if (auto r = map_page(image.begin + offset, kImageGpa + offset); !r) return r;
+    VFIOLAB_TRY(map_page(image.begin + offset, kImageGpa + offset));
   }
-  if (auto r = map_page(x86::kApicDefaultPhysicalBase, x86::kApicDefaultPhysicalBase); !r) return r;
+  VFIOLAB_TRY(map_page(x86::kApicDefaultPhysicalBase, x86::kApicDefaultPhysicalBase));
 
   // GDT: a 64-bit code segment, a data segment and the TSS. The guest never
   // leaves ring 0 and uses no IST, but KVM (VMX) wants a usable TR.
@@ -345,7 +342,7 @@ Result<Vcpu*> Vm::add_vcpu() {
   auto* stack = static_cast<std::byte*>(arena_.allocate(stack_size_, 16));
   if (!stack) return std::unexpected(make_error(ENOMEM, "guest stack", "the arena is full"));
   vcpus_.push_back(std::make_unique<Vcpu>(*this, id, std::move(fd), std::move(run_mapping), stack + stack_size_));
-  if (auto r = configure_vcpu(*vcpus_.back()); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(configure_vcpu(*vcpus_.back()));
   return vcpus_.back().get();
 }
 
@@ -367,33 +364,32 @@ Result<void> Vm::configure_vcpu(Vcpu& vcpu) {
     return std::unexpected(vm_error(err, "KVM_SET_CPUID2", fmt::format("vCPU {}", vcpu.id())));
   }
 
-  auto sregs = vcpu.sregs();
-  if (!sregs) return std::unexpected(sregs.error());
-  sregs->cr0 = x86::kCr0Pe | x86::kCr0Mp | x86::kCr0Et | x86::kCr0Ne | x86::kCr0Wp | x86::kCr0Pg;
-  sregs->cr4 = x86::kCr4Pae;
-  sregs->cr3 = gpa_of(pml4_);
-  sregs->efer = x86::kEferLme | x86::kEferLma;
-  sregs->cs = code_segment();
-  sregs->ds = sregs->es = sregs->fs = sregs->gs = sregs->ss = data_segment();
-  sregs->gdt.base = reinterpret_cast<std::uint64_t>(gdt_);
-  sregs->gdt.limit = kGdtEntries * 8 - 1;
-  sregs->idt.base = reinterpret_cast<std::uint64_t>(idt_);
-  sregs->idt.limit = 256 * 16 - 1;
+  VFIOLAB_ASSIGN_OR_RETURN(kvm_sregs sregs, vcpu.sregs());
+  sregs.cr0 = x86::kCr0Pe | x86::kCr0Mp | x86::kCr0Et | x86::kCr0Ne | x86::kCr0Wp | x86::kCr0Pg;
+  sregs.cr4 = x86::kCr4Pae;
+  sregs.cr3 = gpa_of(pml4_);
+  sregs.efer = x86::kEferLme | x86::kEferLma;
+  sregs.cs = code_segment();
+  sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = data_segment();
+  sregs.gdt.base = reinterpret_cast<std::uint64_t>(gdt_);
+  sregs.gdt.limit = kGdtEntries * 8 - 1;
+  sregs.idt.base = reinterpret_cast<std::uint64_t>(idt_);
+  sregs.idt.limit = 256 * 16 - 1;
   kvm_segment tr{};
   tr.base = reinterpret_cast<std::uint64_t>(tss_);
   tr.limit = kTssSize - 1;
   tr.selector = kTssSelector;
   tr.type = 0xb;  // busy 64-bit TSS
   tr.present = 1;
-  sregs->tr = tr;
-  if (auto r = vcpu.set_sregs(*sregs); !r) return r;
+  sregs.tr = tr;
+  VFIOLAB_TRY(vcpu.set_sregs(sregs));
   // With the in-kernel APIC, KVM holds every vCPU but the first until an
   // INIT-SIPI; these vCPUs are set up already, so all of them run.
   return vcpu.set_mp_state(KVM_MP_STATE_RUNNABLE);
 }
 
 Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message) {
-  if (auto r = kvm().require(KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"); !r) return r;
+  VFIOLAB_TRY(kvm().require(KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"));
   auto routes = msi_routes_;
   routes[gsi] = message;
   const std::size_t bytes = sizeof(kvm_irq_routing) + routes.size() * sizeof(kvm_irq_routing_entry);
@@ -419,7 +415,7 @@ Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message
 }
 
 Result<void> Vm::assign_irqfd(std::uint32_t gsi, int eventfd) {
-  if (auto r = kvm().require(KVM_CAP_IRQFD, "KVM_CAP_IRQFD"); !r) return r;
+  VFIOLAB_TRY(kvm().require(KVM_CAP_IRQFD, "KVM_CAP_IRQFD"));
   kvm_irqfd irqfd{};
   irqfd.fd = static_cast<std::uint32_t>(eventfd);
   irqfd.gsi = gsi;
@@ -443,7 +439,7 @@ Result<void> Vm::deassign_irqfd(std::uint32_t gsi, int eventfd) {
 }
 
 Result<void> Vm::signal_msi(const x86::MsiMessage& message) {
-  if (auto r = kvm().require(KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI"); !r) return r;
+  VFIOLAB_TRY(kvm().require(KVM_CAP_SIGNAL_MSI, "KVM_CAP_SIGNAL_MSI"));
   kvm_msi msi{};
   msi.address_lo = static_cast<std::uint32_t>(message.address);
   msi.address_hi = static_cast<std::uint32_t>(message.address >> 32);
@@ -487,11 +483,10 @@ Result<Ucall> Vcpu::run() {
     const kvm_run& state = *run_state();
     if (state.exit_reason == KVM_EXIT_INTR) continue;
     if (state.exit_reason == KVM_EXIT_IO && state.io.port == kUcallPort && state.io.direction == KVM_EXIT_IO_OUT) {
-      auto registers = regs();
-      if (!registers) return std::unexpected(registers.error());
-      const auto* call = reinterpret_cast<const Ucall*>(registers->rdi);
+      VFIOLAB_ASSIGN_OR_RETURN(const kvm_regs registers, regs());
+      const auto* call = reinterpret_cast<const Ucall*>(registers.rdi);
       if (!vm_.in_guest_memory(call, sizeof(Ucall))) {
-        return std::unexpected(make_error(EFAULT, "ucall", fmt::format("vCPU {}: RDI {:#x} is not guest memory", id_, registers->rdi)));
+        return std::unexpected(make_error(EFAULT, "ucall", fmt::format("vCPU {}: RDI {:#x} is not guest memory", id_, registers.rdi)));
       }
       Ucall copy = *call;
       if (copy.file && !vm_.in_guest_memory(copy.file, 1)) copy.file = nullptr;
@@ -531,18 +526,17 @@ Error Vcpu::exit_error(const kvm_run& state) const {
 
 Result<void> Vcpu::run_until_done() {
   for (;;) {
-    auto call = run();
-    if (!call) return std::unexpected(call.error());
-    switch (call->kind) {
+    VFIOLAB_ASSIGN_OR_RETURN(const Ucall call, run());
+    switch (call.kind) {
       case UcallKind::done: return {};
       case UcallKind::sync: continue;
       case UcallKind::failure:
         return std::unexpected(make_error(
             0, fmt::format("guest on vCPU {}", id_),
-            fmt::format("{}:{}: {} (values {:#x}, {:#x}, {:#x})", call->file ? call->file : "?", call->line,
-                        call->text ? call->text : "?", call->values[0], call->values[1], call->values[2])));
+            fmt::format("{}:{}: {} (values {:#x}, {:#x}, {:#x})", call.file ? call.file : "?", call.line,
+                        call.text ? call.text : "?", call.values[0], call.values[1], call.values[2])));
     }
-    return std::unexpected(make_error(0, "ucall", fmt::format("vCPU {}: unknown kind {}", id_, static_cast<std::uint32_t>(call->kind))));
+    return std::unexpected(make_error(0, "ucall", fmt::format("vCPU {}: unknown kind {}", id_, static_cast<std::uint32_t>(call.kind))));
   }
 }
 
@@ -571,19 +565,18 @@ Result<kvm_sregs> Vcpu::sregs() const { return get<kvm_sregs>(KVM_GET_SREGS, "KV
 Result<void> Vcpu::set_sregs(const kvm_sregs& sregs) { return set(KVM_SET_SREGS, "KVM_SET_SREGS", sregs); }
 
 Result<kvm_debugregs> Vcpu::debugregs() const {
-  if (auto r = vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"); !r) return std::unexpected(r.error());
+  VFIOLAB_TRY(vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"));
   return get<kvm_debugregs>(KVM_GET_DEBUGREGS, "KVM_GET_DEBUGREGS");
 }
 
 Result<void> Vcpu::set_debugregs(const kvm_debugregs& debugregs) {
-  if (auto r = vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"); !r) return r;
+  VFIOLAB_TRY(vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"));
   return set(KVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS", debugregs);
 }
 
 Result<std::uint32_t> Vcpu::mp_state() const {
-  auto state = get<kvm_mp_state>(KVM_GET_MP_STATE, "KVM_GET_MP_STATE");
-  if (!state) return std::unexpected(state.error());
-  return state->mp_state;
+  VFIOLAB_ASSIGN_OR_RETURN(const kvm_mp_state state, get<kvm_mp_state>(KVM_GET_MP_STATE, "KVM_GET_MP_STATE"));
+  return state.mp_state;
 }
 
 Result<void> Vcpu::set_mp_state(std::uint32_t state) {
@@ -608,7 +601,7 @@ Result<std::uint64_t> Vcpu::msr(std::uint32_t index) const {
 }
 
 Result<void> Vcpu::set_tsc_offset(std::int64_t offset) {
-  if (auto r = vm_.kvm().require(KVM_CAP_VCPU_ATTRIBUTES, "KVM_CAP_VCPU_ATTRIBUTES"); !r) return r;
+  VFIOLAB_TRY(vm_.kvm().require(KVM_CAP_VCPU_ATTRIBUTES, "KVM_CAP_VCPU_ATTRIBUTES"));
   kvm_device_attr attr{};
   attr.group = KVM_VCPU_TSC_CTRL;
   attr.attr = KVM_VCPU_TSC_OFFSET;

@@ -131,11 +131,9 @@ Result<std::vector<SparseMmapArea>> decode_sparse_mmap(const InfoCapability& cap
   using Cap = vfio_region_info_cap_sparse_mmap;
   using Area = vfio_region_sparse_mmap_area;
   constexpr std::string_view what = "sparse mmap";
-  if (auto checked = check_decoder_input(cap, VFIO_REGION_INFO_CAP_SPARSE_MMAP, what, sizeof(Cap)); !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_decoder_input(cap, VFIO_REGION_INFO_CAP_SPARSE_MMAP, what, sizeof(Cap)));
   const auto count = load_native<std::uint32_t>(cap.bytes, offsetof(Cap, nr_areas));
-  if (auto checked = check_array_fits(cap, what, sizeof(Cap), count, sizeof(Area)); !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_array_fits(cap, what, sizeof(Cap), count, sizeof(Area)));
   std::vector<SparseMmapArea> areas;
   areas.reserve(count);
   for (std::uint32_t index = 0; index < count; ++index) {
@@ -148,9 +146,7 @@ Result<std::vector<SparseMmapArea>> decode_sparse_mmap(const InfoCapability& cap
 
 Result<RegionType> decode_region_type(const InfoCapability& cap) {
   using Cap = vfio_region_info_cap_type;
-  if (auto checked = check_decoder_input(cap, VFIO_REGION_INFO_CAP_TYPE, "region type", sizeof(Cap));
-      !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_decoder_input(cap, VFIO_REGION_INFO_CAP_TYPE, "region type", sizeof(Cap)));
   return RegionType{.type = load_native<std::uint32_t>(cap.bytes, offsetof(Cap, type)),
                     .subtype = load_native<std::uint32_t>(cap.bytes, offsetof(Cap, subtype))};
 }
@@ -159,12 +155,9 @@ Result<std::vector<IovaSpan>> decode_iova_ranges(const InfoCapability& cap) {
   using Cap = vfio_iommu_type1_info_cap_iova_range;
   using Range = vfio_iova_range;
   constexpr std::string_view what = "IOVA range";
-  if (auto checked = check_decoder_input(cap, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, what, sizeof(Cap));
-      !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_decoder_input(cap, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, what, sizeof(Cap)));
   const auto count = load_native<std::uint32_t>(cap.bytes, offsetof(Cap, nr_iovas));
-  if (auto checked = check_array_fits(cap, what, sizeof(Cap), count, sizeof(Range)); !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_array_fits(cap, what, sizeof(Cap), count, sizeof(Range)));
   std::vector<IovaSpan> spans;
   spans.reserve(count);
   for (std::uint32_t index = 0; index < count; ++index) {
@@ -184,9 +177,7 @@ Result<std::vector<IovaSpan>> decode_iova_ranges(const InfoCapability& cap) {
 
 Result<std::uint32_t> decode_dma_avail(const InfoCapability& cap) {
   using Cap = vfio_iommu_type1_info_dma_avail;
-  if (auto checked = check_decoder_input(cap, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, "DMA available", sizeof(Cap));
-      !checked)
-    return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_decoder_input(cap, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, "DMA available", sizeof(Cap)));
   return load_native<std::uint32_t>(cap.bytes, offsetof(Cap, avail));
 }
 
@@ -204,7 +195,7 @@ Result<void> check_config_size(std::span<const std::byte> config) {
 
 Result<std::vector<PciCapability>> walk_pci_capabilities(
     std::span<const std::byte> config) {
-  if (auto checked = check_config_size(config); !checked) return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_config_size(config));
   std::vector<PciCapability> caps;
   if ((load_le(config, pci_status_offset, 2) & pci_status_cap_list) == 0) return caps;
 
@@ -244,7 +235,7 @@ Result<std::vector<PciCapability>> walk_pci_capabilities(
 
 Result<std::vector<PciCapability>> walk_pci_ext_capabilities(
     std::span<const std::byte> config) {
-  if (auto checked = check_config_size(config); !checked) return std::unexpected(checked.error());
+  VFIOLAB_TRY(check_config_size(config));
   std::vector<PciCapability> caps;
   // Conventional PCI functions (and copies read without extended config access) stop at 256 bytes.
   if (config.size() < pci_ext_config_size) return caps;

@@ -145,7 +145,7 @@ Result<int> Iommu::attach_group(int group) {
     return std::unexpected(make_error(err, "VFIO_GROUP_SET_CONTAINER", fmt::format("group {} mode {}", group, mode_name())));
   }
   // The IOMMU type can only be set once a group is in the container.
-  if (auto set = set_container_iommu(); !set) return std::unexpected(set.error());
+  VFIOLAB_TRY(set_container_iommu());
   int raw = fd.get();
   groups_.emplace(group, std::move(fd));
   return raw;
@@ -282,55 +282,49 @@ Result<std::vector<IovaRange>> Iommu::kernel_iova_ranges() const {
 }
 
 Result<void> Iommu::map(const DmaRegion& region, std::uint32_t access) {
-  if (auto mapped = map_in_kernel(region, access); !mapped) return mapped;
+  VFIOLAB_TRY(map_in_kernel(region, access));
   std::lock_guard lock(mutex_);
   regions_.insert(region);
   return {};
 }
 
 Result<MappedBuffer> Iommu::map_new(IovaAllocator& iovas, Backing backing, std::uint64_t size) {
-  auto memory = DmaBuffer::allocate(backing, size);
-  if (!memory) return std::unexpected(memory.error());
-  const std::uint64_t block = std::bit_ceil(memory->size());
-  auto iova = iovas.allocate(block);
-  if (!iova) return std::unexpected(iova.error());
-  MappedBuffer buffer{std::move(*memory), {}};
-  buffer.region = {buffer.memory.data(), *iova, buffer.memory.size()};
+  VFIOLAB_ASSIGN_OR_RETURN(auto memory, DmaBuffer::allocate(backing, size));
+  const std::uint64_t block = std::bit_ceil(memory.size());
+  VFIOLAB_ASSIGN_OR_RETURN(const std::uint64_t iova, iovas.allocate(block));
+  MappedBuffer buffer{std::move(memory), {}};
+  buffer.region = {buffer.memory.data(), iova, buffer.memory.size()};
   if (auto mapped = map(buffer.region); !mapped) {
-    iovas.give_back(*iova, block);  // the next buffer may have it
+    iovas.give_back(iova, block);  // the next buffer may have it
     return std::unexpected(mapped.error());
   }
   return buffer;
 }
 
 Result<std::uint64_t> Iommu::unmap(std::uint64_t iova, std::uint64_t size) {
-  auto unmapped = unmap_in_kernel(iova, size);
-  if (!unmapped) return unmapped;
+  VFIOLAB_ASSIGN_OR_RETURN(const std::uint64_t unmapped, unmap_in_kernel(iova, size));
   std::lock_guard lock(mutex_);
   regions_.erase_within(iova, size);
   return unmapped;
 }
 
 Result<std::uint64_t> Iommu::unmap_all() {
-  auto unmapped = unmap_all_in_kernel();
-  if (!unmapped) return unmapped;
+  VFIOLAB_ASSIGN_OR_RETURN(const std::uint64_t unmapped, unmap_all_in_kernel());
   std::lock_guard lock(mutex_);
   regions_.clear();
   return unmapped;
 }
 
 Result<std::vector<IovaRange>> Iommu::iova_ranges() const {
-  auto ranges = kernel_iova_ranges();
-  if (!ranges) return ranges;
-  auto normalized = normalize_iova_ranges(std::move(*ranges));
+  VFIOLAB_ASSIGN_OR_RETURN(auto ranges, kernel_iova_ranges());
+  auto normalized = normalize_iova_ranges(std::move(ranges));
   if (!normalized) return std::unexpected(wrap_error(normalized.error(), EPROTO, "IOVA ranges from the kernel"));
   return normalized;
 }
 
 Result<IovaAllocator> Iommu::iova_allocator(std::uint64_t limit) const {
-  auto ranges = iova_ranges();
-  if (!ranges) return std::unexpected(ranges.error());
-  return IovaAllocator::create(std::move(*ranges), limit);
+  VFIOLAB_ASSIGN_OR_RETURN(auto ranges, iova_ranges());
+  return IovaAllocator::create(std::move(ranges), limit);
 }
 
 Result<std::uint64_t> Iommu::to_iova(const void* vaddr) const {

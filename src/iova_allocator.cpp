@@ -51,11 +51,10 @@ Result<std::vector<IovaRange>> normalize_iova_ranges(std::vector<IovaRange> rang
 }
 
 Result<IovaAllocator> IovaAllocator::create(std::vector<IovaRange> ranges, std::uint64_t limit) {
-  auto normalized = normalize_iova_ranges(std::move(ranges));
-  if (!normalized) return std::unexpected(std::move(normalized.error()));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto normalized, normalize_iova_ranges(std::move(ranges)));
 
   std::vector<IovaRange> reachable;
-  for (const IovaRange& range : *normalized) {
+  for (const IovaRange& range : normalized) {
     if (range.start > limit) break;  // sorted: every later range is above the limit too
     reachable.push_back({range.start, std::min(range.last, limit)});
   }

@@ -90,27 +90,24 @@ Error PciDevice::error_here(int errnum, std::string operation, std::string detai
 
 Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, std::shared_ptr<Iommu> iommu,
                                                    const std::optional<VfToken>& vf_token) {
-  auto bdf = parse_bdf(bdf_text);
-  if (!bdf) return std::unexpected(bdf.error());
+  VFIOLAB_ASSIGN_OR_RETURN(const Bdf bdf, parse_bdf(bdf_text));
   Sysfs sysfs;
-  if (!sysfs.exists(*bdf)) {
+  if (!sysfs.exists(bdf)) {
     return std::unexpected(make_error(
-        0, "PciDevice::open", fmt::format("no PCI device {} ({} does not exist)", bdf->str(), sysfs.device_dir(*bdf).string())));
+        0, "PciDevice::open", fmt::format("no PCI device {} ({} does not exist)", bdf.str(), sysfs.device_dir(bdf).string())));
   }
-  auto driver = sysfs.driver(*bdf);
+  auto driver = sysfs.driver(bdf);
   if (driver != "vfio-pci") {
     return std::unexpected(make_error(
         0, "PciDevice::open",
-        fmt::format("{} is {}, not on vfio-pci (bind it first: vfio-setup bind {})", bdf->str(),
-                    driver ? "bound to " + *driver : std::string("bound to no driver"), bdf->str())));
+        fmt::format("{} is {}, not on vfio-pci (bind it first: vfio-setup bind {})", bdf.str(),
+                    driver ? "bound to " + *driver : std::string("bound to no driver"), bdf.str())));
   }
   if (!iommu) return std::unexpected(make_error(EINVAL, "PciDevice::open", "no Iommu given"));
 
-  auto device = std::make_unique<PciDevice>(Key{}, *bdf, std::move(iommu));
-  auto opened =
-      device->iommu_->uses_cdev() ? device->open_through_cdev(vf_token) : device->open_through_group(vf_token);
-  if (!opened) return std::unexpected(opened.error());
-  if (auto ready = device->read_info_and_map_bars(); !ready) return std::unexpected(ready.error());
+  auto device = std::make_unique<PciDevice>(Key{}, bdf, std::move(iommu));
+  VFIOLAB_TRY(device->iommu_->uses_cdev() ? device->open_through_cdev(vf_token) : device->open_through_group(vf_token));
+  VFIOLAB_TRY(device->read_info_and_map_bars());
   return device;
 }
 
@@ -120,12 +117,11 @@ Result<void> PciDevice::open_through_group(const std::optional<VfToken>& vf_toke
   if (!group) {
     return std::unexpected(make_error(0, "PciDevice::open", fmt::format("{} has no IOMMU group: is an IOMMU enabled?", bdf_.str())));
   }
-  auto group_fd = iommu_->attach_group(*group);
-  if (!group_fd) return std::unexpected(group_fd.error());
+  VFIOLAB_ASSIGN_OR_RETURN(const int group_fd, iommu_->attach_group(*group));
   // vfio-pci reads a token from the name: "BDF vf_token=UUID".
   std::string name = bdf_.str();
   if (vf_token) name += " vf_token=" + vf_token->str();
-  device_.reset(::ioctl(*group_fd, VFIO_GROUP_GET_DEVICE_FD, name.c_str()));
+  device_.reset(::ioctl(group_fd, VFIO_GROUP_GET_DEVICE_FD, name.c_str()));
   if (!device_) {
     const int err = errno;
     return std::unexpected(error_here(err, "VFIO_GROUP_GET_DEVICE_FD", fmt::format("group {} '{}'", *group, name)));
@@ -208,22 +204,18 @@ Result<void> PciDevice::read_info_and_map_bars() {
   if (!(info_.flags & VFIO_DEVICE_FLAGS_PCI)) {
     return std::unexpected(device_error(0, bdf_.str(), "VFIO_DEVICE_GET_INFO", "not a PCI device"));
   }
-  auto config = region_info(VFIO_PCI_CONFIG_REGION_INDEX);
-  if (!config) return std::unexpected(config.error());
-  config_region_ = std::move(*config);
+  VFIOLAB_ASSIGN_OR_RETURN(config_region_, region_info(VFIO_PCI_CONFIG_REGION_INDEX));
   // Vendor, device, command, status, revision, class code (little endian).
   std::array<std::uint8_t, 12> header{};
-  if (auto read = config_read(0x00, header.data(), header.size()); !read) return std::unexpected(read.error());
+  VFIOLAB_TRY(config_read(0x00, header.data(), header.size()));
   vendor_id_ = static_cast<std::uint16_t>(header[0] | header[1] << 8);
   device_id_ = static_cast<std::uint16_t>(header[2] | header[3] << 8);
   class_code_ = static_cast<std::uint32_t>(header[9] | header[10] << 8 | header[11] << 16);
 
   for (std::uint32_t index = 0; index < kBarCount && index < info_.num_regions; ++index) {
-    auto region = region_info(index);
-    if (!region) return std::unexpected(region.error());
     Bar& bar = bars_[index];
+    VFIOLAB_ASSIGN_OR_RETURN(bar.info, region_info(index));
     bar.index = index;
-    bar.info = std::move(*region);
     // A BAR with sparse areas (an MSI-X table inside, say) is left for the
     // caller to map area by area.
     if (bar.info.size == 0 || !bar.info.mmappable() || !bar.info.sparse_areas.empty()) continue;
@@ -300,20 +292,18 @@ Result<void> PciDevice::config_write(std::uint32_t offset, const void* data, std
 // an error naming the access when they are not all inside the region.
 Result<off_t> PciDevice::region_file_offset(std::uint32_t index, std::uint64_t offset, std::size_t size,
                                             const char* operation) const {
-  auto region = region_info(index);
-  if (!region) return std::unexpected(region.error());
-  if (offset > region->size || size > region->size - offset) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto region, region_info(index));
+  if (offset > region.size || size > region.size - offset) {
     return std::unexpected(error_here(EINVAL, operation,
                                       fmt::format("region {} offset {:#x} size {}: the region has {:#x} bytes", index,
-                                                  offset, size, region->size)));
+                                                  offset, size, region.size)));
   }
-  return static_cast<off_t>(region->offset + offset);
+  return static_cast<off_t>(region.offset + offset);
 }
 
 Result<void> PciDevice::region_read(std::uint32_t index, std::uint64_t offset, void* data, std::size_t size) const {
-  auto at = region_file_offset(index, offset, size, "pread region");
-  if (!at) return std::unexpected(at.error());
-  ssize_t got = ::pread(device_.get(), data, size, *at);
+  VFIOLAB_ASSIGN_OR_RETURN(const off_t at, region_file_offset(index, offset, size, "pread region"));
+  ssize_t got = ::pread(device_.get(), data, size, at);
   if (got != static_cast<ssize_t>(size)) {
     const int err = got < 0 ? errno : EIO;  // a short read has no errno of its own
     return std::unexpected(
@@ -323,9 +313,8 @@ Result<void> PciDevice::region_read(std::uint32_t index, std::uint64_t offset, v
 }
 
 Result<void> PciDevice::region_write(std::uint32_t index, std::uint64_t offset, const void* data, std::size_t size) {
-  auto at = region_file_offset(index, offset, size, "pwrite region");
-  if (!at) return std::unexpected(at.error());
-  ssize_t put = ::pwrite(device_.get(), data, size, *at);
+  VFIOLAB_ASSIGN_OR_RETURN(const off_t at, region_file_offset(index, offset, size, "pwrite region"));
+  ssize_t put = ::pwrite(device_.get(), data, size, at);
   if (put != static_cast<ssize_t>(size)) {
     const int err = put < 0 ? errno : EIO;
     return std::unexpected(
@@ -337,9 +326,8 @@ Result<void> PciDevice::region_write(std::uint32_t index, std::uint64_t offset, 
 Result<std::uint16_t> PciDevice::command() const { return config_read<std::uint16_t>(0x04); }
 
 Result<void> PciDevice::update_command(std::uint16_t set, std::uint16_t clear) {
-  auto now = command();
-  if (!now) return std::unexpected(now.error());
-  return config_write<std::uint16_t>(0x04, static_cast<std::uint16_t>((*now | set) & ~clear));
+  VFIOLAB_ASSIGN_OR_RETURN(const std::uint16_t now, command());
+  return config_write<std::uint16_t>(0x04, static_cast<std::uint16_t>((now | set) & ~clear));
 }
 
 Result<void> PciDevice::set_bus_master(bool enable) {
@@ -348,39 +336,35 @@ Result<void> PciDevice::set_bus_master(bool enable) {
 
 Result<std::vector<std::byte>> PciDevice::config_space() const {
   std::vector<std::byte> bytes(std::min<std::uint64_t>(config_region_.size, 4096));
-  if (auto read = config_read(0, bytes.data(), bytes.size()); !read) return std::unexpected(read.error());
+  VFIOLAB_TRY(config_read(0, bytes.data(), bytes.size()));
   return bytes;
 }
 
 Result<std::vector<PciCapability>> PciDevice::capabilities() const {
-  auto config = config_space();
-  if (!config) return std::unexpected(config.error());
-  auto caps = walk_pci_capabilities(*config);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto config, config_space());
+  auto caps = walk_pci_capabilities(config);
   if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "PCI capability list", bdf_.str()));
   return caps;
 }
 
 Result<std::vector<PciCapability>> PciDevice::ext_capabilities() const {
-  auto config = config_space();
-  if (!config) return std::unexpected(config.error());
-  auto caps = walk_pci_ext_capabilities(*config);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto config, config_space());
+  auto caps = walk_pci_ext_capabilities(config);
   if (!caps) return std::unexpected(wrap_error(caps.error(), EPROTO, "PCI extended capability list", bdf_.str()));
   return caps;
 }
 
 Result<std::optional<std::uint16_t>> PciDevice::find_capability(std::uint8_t id) const {
-  auto caps = capabilities();
-  if (!caps) return std::unexpected(caps.error());
-  for (const auto& cap : *caps) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto caps, capabilities());
+  for (const auto& cap : caps) {
     if (cap.id == id) return cap.offset;
   }
   return std::nullopt;
 }
 
 Result<std::optional<std::uint16_t>> PciDevice::find_ext_capability(std::uint16_t id) const {
-  auto caps = ext_capabilities();
-  if (!caps) return std::unexpected(caps.error());
-  for (const auto& cap : *caps) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto caps, ext_capabilities());
+  for (const auto& cap : caps) {
     if (cap.id == id) return cap.offset;
   }
   return std::nullopt;
@@ -422,12 +406,11 @@ Result<void> PciDevice::enable_irqs(IrqIndex index, std::uint32_t count) {
   std::vector<EventFd> eventfds;
   std::vector<int> fds;
   for (std::uint32_t i = 0; i < count; ++i) {
-    auto eventfd = EventFd::create();
-    if (!eventfd) return std::unexpected(eventfd.error());
-    fds.push_back(eventfd->fd());
-    eventfds.push_back(std::move(*eventfd));
+    VFIOLAB_ASSIGN_OR_RETURN(auto eventfd, EventFd::create());
+    fds.push_back(eventfd.fd());
+    eventfds.push_back(std::move(eventfd));
   }
-  if (auto set = set_irq_eventfds(index, fds); !set) return set;
+  VFIOLAB_TRY(set_irq_eventfds(index, fds));
   enabled_irq_ = index;
   irq_eventfds_ = std::move(eventfds);
   return {};

@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cctype>
 #include <cerrno>
+#include <charconv>
 
 namespace vfiolab::text {
 namespace {
@@ -50,6 +53,19 @@ Result<std::string> read_file(const std::filesystem::path& file) {
     }
     bytes.append(chunk, static_cast<std::size_t>(got));
   }
+}
+
+Result<std::string_view> option_value(int argc, char* const* argv, int& at) {
+  if (at + 1 >= argc) return std::unexpected(make_error(0, fmt::format("{} needs a value", argv[at])));
+  return std::string_view(argv[++at]);
+}
+
+Result<unsigned long> positive_number(std::string_view option, std::string_view text, std::string_view unit) {
+  unsigned long value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value, 10);
+  if (ec == std::errc() && end == text.data() + text.size() && value > 0) return value;
+  return std::unexpected(make_error(0, fmt::format("{} wants a positive whole number{}{}, not '{}'", option,
+                                                   unit.empty() ? "" : " of ", unit, text)));
 }
 
 }  // namespace vfiolab::text

@@ -5,14 +5,18 @@
 #include "vfiolab/iommu.h"
 #include "vfiolab/ktap.h"
 #include "vfiolab/perf.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace vfiolab::perf_main {
@@ -26,56 +30,76 @@ struct CommonOptions {
   std::vector<std::string> bdfs;  // or $VFIO_SELFTESTS_BDF
   std::string json;
   int iterations = 0;  // 0: the program's default
+  bool help = false;   // -h: the program shows its usage and stops
 };
 
-// A program's own argument: nullopt when `arg` is not one of its options,
-// "" when taken (its value read through `next`), else what is wrong with it.
-using ExtraOption = std::function<std::optional<std::string>(std::string_view arg, const std::function<const char*()>& next)>;
+// A program's own option `arg`: true when taken (its value read through
+// `value`), false when `arg` is none of its options, else what is wrong
+// with it (the message names the option).
+using OptionValue = std::function<Result<std::string_view>()>;
+using ExtraOption = std::function<Result<bool>(std::string_view arg, const OptionValue& value)>;
 
 // Parses -m MODE, -n ITERATIONS, --json FILE and BDFs, and the program's own
-// options through `extra`. Returns an exit code when the program should stop
-// (usage, bad arguments), or -1 to go on.
-inline int parse(int argc, char** argv, CommonOptions& o, const std::string& usage_tail,
-                 const ExtraOption& extra = {}) {
-  auto usage = [&](const std::string& problem) {
-    if (!problem.empty()) fmt::print(stderr, "{}: {}\n", argv[0], problem);
-    fmt::print(stderr, "usage: {} [-m MODE]... [-n ITERATIONS] [--json FILE] {}BDF...\n"
-                       "  BDFs default to $VFIO_SELFTESTS_BDF; the JSON goes to $VFIOLAB_OUT_DIR or .\n",
-               argv[0], usage_tail);
-    return problem.empty() ? kExitSkip : kExitFail;
-  };
+// options through `extra`. The error is the first bad argument's. What to
+// do without a device (no BDFs) or with `help` is the caller's to decide.
+inline Result<CommonOptions> parse(int argc, char** argv, const ExtraOption& extra = {}) {
+  CommonOptions o;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
-    auto next = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
+    const OptionValue value = [&] { return text::option_value(argc, argv, i); };
     if (arg == "-m") {
-      const char* v = next();
-      auto mode = iommu_mode_from_name(v ? v : "");
-      if (!mode) return usage(mode.error().message());
-      o.modes.push_back(*mode);
+      VFIOLAB_ASSIGN_OR_RETURN(const std::string_view name, value());
+      VFIOLAB_ASSIGN_OR_RETURN(const IommuMode mode, iommu_mode_from_name(name));
+      o.modes.push_back(mode);
     } else if (arg == "-n") {
-      const char* v = next();
-      o.iterations = v ? std::atoi(v) : 0;
-      if (o.iterations <= 0) return usage("-n needs a positive count");
+      VFIOLAB_ASSIGN_OR_RETURN(const std::string_view count, value());
+      VFIOLAB_ASSIGN_OR_RETURN(const unsigned long iterations, text::positive_number(arg, count));
+      o.iterations = static_cast<int>(std::min<unsigned long>(iterations, INT_MAX));
     } else if (arg == "--json") {
-      const char* v = next();
-      if (!v) return usage("--json needs a file");
-      o.json = v;
+      VFIOLAB_ASSIGN_OR_RETURN(o.json, value());
     } else if (arg == "-h" || arg == "--help") {
-      return usage("");
+      o.help = true;  // the rest goes unread
+      return o;
     } else if (!arg.starts_with("-")) {
       o.bdfs.emplace_back(arg);
     } else {
-      const auto problem = extra ? extra(arg, next) : std::nullopt;
-      if (!problem) return usage(fmt::format("unknown argument '{}'", arg));
-      if (!problem->empty()) return usage(*problem);
+      bool taken = false;
+      if (extra) {
+        VFIOLAB_ASSIGN_OR_RETURN(taken, extra(arg, value));
+      }
+      if (!taken) return std::unexpected(make_error(0, fmt::format("unknown argument '{}'", arg)));
     }
   }
   if (o.bdfs.empty() && std::getenv("VFIO_SELFTESTS_BDF")) o.bdfs.emplace_back(std::getenv("VFIO_SELFTESTS_BDF"));
-  if (o.bdfs.empty()) return usage("");
   if (o.modes.empty()) {
     for (const auto& info : all_iommu_modes()) o.modes.push_back(info.mode);
   }
-  return -1;
+  return o;
+}
+
+// The usage (`usage_tail`: the program's own options), after `problem`
+// when there is one.
+inline void usage(const char* program, std::string_view usage_tail, std::string_view problem = {}) {
+  if (!problem.empty()) fmt::print(stderr, "{}: {}\n", program, problem);
+  fmt::print(stderr, "usage: {} [-m MODE]... [-n ITERATIONS] [--json FILE] {}BDF...\n"
+                     "  BDFs default to $VFIO_SELFTESTS_BDF; the JSON goes to $VFIOLAB_OUT_DIR or .\n",
+             program, usage_tail);
+}
+
+// What main() returns when it does not run: a bad argument FAILs naming
+// it; help, or no device to run on, shows the usage and SKIPs. nullopt:
+// run.
+inline std::optional<int> exit_before_running(const Result<CommonOptions>& parsed, const char* program,
+                                              std::string_view usage_tail) {
+  if (!parsed) {
+    usage(program, usage_tail, parsed.error().message());
+    return kExitFail;
+  }
+  if (parsed->help || parsed->bdfs.empty()) {
+    usage(program, usage_tail);
+    return kExitSkip;
+  }
+  return std::nullopt;
 }
 
 // The table as KTAP diagnostics, and the JSON file. False when the JSON

@@ -23,6 +23,7 @@
 #include "vfiolab/memory.h"
 #include "vfiolab/pci_device.h"
 #include "vfiolab/perf.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 #include <linux/iommufd.h>
@@ -351,38 +352,32 @@ void print_ratios(const perf::Report& report, ktap::Writer& out) {
 }
 
 int main_(int argc, char** argv) {
-  perf_main::CommonOptions common;
   Options o;
-  auto own = [&](std::string_view arg, const std::function<const char*()>& next) -> std::optional<std::string> {
+  auto own = [&](std::string_view arg, const perf_main::OptionValue& value) -> Result<bool> {
     if (arg == "--quick") {
       o.small_page_limit = 64 << 20;
       o.budget = std::chrono::milliseconds(50);
-      return "";
+      return true;
     }
-    if (arg != "-b" && arg != "-s" && arg != "--budget-ms") return std::nullopt;
-    const char* value = next();
-    if (!value) return fmt::format("{} needs a value", arg);
+    if (arg != "-b" && arg != "-s" && arg != "--budget-ms") return false;
+    VFIOLAB_ASSIGN_OR_RETURN(const std::string_view given, value());
     if (arg == "-b") {
-      auto backing = backing_from_name(value);
-      if (!backing) return backing.error().message();
-      o.backings.push_back(*backing);
+      VFIOLAB_ASSIGN_OR_RETURN(const Backing backing, backing_from_name(given));
+      o.backings.push_back(backing);
     } else if (arg == "-s") {
-      std::uint64_t size = 0;
-      if (!perf::parse_size(value, size) || size % 4096) return "-s needs a size in 4K steps (4K, 2M, 1G)";
-      o.sizes.push_back(size);
+      const auto size = perf::parse_size(given);
+      if (!size || *size % 4096) return std::unexpected(make_error(0, "-s needs a size in 4K steps (4K, 2M, 1G)"));
+      o.sizes.push_back(*size);
     } else {
-      const int ms = std::atoi(value);
-      if (ms <= 0) return "--budget-ms needs a positive number";
+      VFIOLAB_ASSIGN_OR_RETURN(const unsigned long ms, text::positive_number(arg, given, "milliseconds"));
       o.budget = std::chrono::milliseconds(ms);
     }
-    return "";
+    return true;
   };
-  if (int rc = perf_main::parse(argc, argv, common,
-                                "[-b BACKING]... [-s SIZE]... [--budget-ms N] [--quick] ",
-                                own);
-      rc >= 0) {
-    return rc;
-  }
+  const auto parsed = perf_main::parse(argc, argv, own);
+  constexpr std::string_view own_usage = "[-b BACKING]... [-s SIZE]... [--budget-ms N] [--quick] ";
+  if (auto code = perf_main::exit_before_running(parsed, argv[0], own_usage)) return *code;
+  const perf_main::CommonOptions& common = *parsed;
   if (common.bdfs.size() != 1) {
     fmt::print(stderr, "{}: one BDF, not {}\n", argv[0], common.bdfs.size());
     return perf_main::kExitFail;

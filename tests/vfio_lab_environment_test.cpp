@@ -11,6 +11,7 @@
 // KTAP on stdout; exit 0 pass, 1 fail, 4 skip.
 #include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 
@@ -27,7 +28,6 @@ using namespace vfiolab;
 namespace fs = std::filesystem;
 
 using ktap::kExitFail;
-using ktap::kExitSkip;
 
 struct Check {
   std::string name;
@@ -75,34 +75,34 @@ int main(int argc, char** argv) {
   std::vector<Bdf> devices;
   std::vector<std::pair<Bdf, Bdf>> same_group;
   std::vector<std::pair<Bdf, std::string>> sriov;
-  auto parse_or_exit = [](std::string_view text) {
+  // A bad argument is a FAIL, with a message naming it.
+  auto refuse = [](std::string_view problem) {
+    fmt::print(stderr, "vfio_lab_environment_test: {}\n", problem);
+    return kExitFail;
+  };
+  auto parse_or_exit = [&](std::string_view text) {
     auto bdf = parse_bdf(text);
-    if (!bdf) {
-      fmt::print(stderr, "vfio_lab_environment_test: {}\n", bdf.error().message());
-      std::exit(kExitFail);
-    }
+    if (!bdf) std::exit(refuse(bdf.error().message()));
     return *bdf;
   };
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
-    if (arg == "--same-group" && i + 1 < argc) {
-      std::string_view pair = argv[++i];
-      auto comma = pair.find(',');
-      if (comma == std::string_view::npos) {
-        fmt::print(stderr, "vfio_lab_environment_test: --same-group wants BDF,BDF, not '{}'\n", pair);
-        return kExitFail;
-      }
+    if (arg != "--same-group" && arg != "--sriov") {
+      devices.push_back(parse_or_exit(arg));
+      continue;
+    }
+    auto value = text::option_value(argc, argv, i);
+    if (!value) return refuse(value.error().message());
+    const std::string_view pair = *value;
+    const auto comma = pair.find(',');
+    if (arg == "--same-group") {
+      if (comma == std::string_view::npos) return refuse(fmt::format("--same-group wants BDF,BDF, not '{}'", pair));
       same_group.emplace_back(parse_or_exit(pair.substr(0, comma)), parse_or_exit(pair.substr(comma + 1)));
-    } else if (arg == "--sriov" && i + 1 < argc) {
-      std::string_view pair = argv[++i];
-      auto comma = pair.find(',');
+    } else {
       if (comma == std::string_view::npos || comma + 1 == pair.size()) {
-        fmt::print(stderr, "vfio_lab_environment_test: --sriov wants BDF,N, not '{}'\n", pair);
-        return kExitFail;
+        return refuse(fmt::format("--sriov wants BDF,N, not '{}'", pair));
       }
       sriov.emplace_back(parse_or_exit(pair.substr(0, comma)), std::string(pair.substr(comma + 1)));
-    } else {
-      devices.push_back(parse_or_exit(arg));
     }
   }
   if (devices.empty()) {
@@ -112,10 +112,8 @@ int main(int argc, char** argv) {
   ktap::Writer out;
   out.header();
   if (devices.empty()) {
-    out.plan(0);
-    out.diagnostic("usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
-    ktap::write_totals(stdout, {});
-    return kExitSkip;
+    return out.skip_all(
+        "usage: vfio_lab_environment_test [--same-group BDF,BDF]... BDF... (or set VFIO_SELFTESTS_BDF)");
   }
 
   Sysfs sysfs;

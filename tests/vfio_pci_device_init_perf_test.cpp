@@ -19,8 +19,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 int main_(int argc, char** argv) {
-  perf_main::CommonOptions o;
-  if (int rc = perf_main::parse(argc, argv, o, ""); rc >= 0) return rc;
+  const auto parsed = perf_main::parse(argc, argv);
+  if (auto code = perf_main::exit_before_running(parsed, argv[0], "")) return *code;
+  const perf_main::CommonOptions& o = *parsed;
   const int rounds = o.iterations ? o.iterations : 10;
 
   ktap::Writer out;

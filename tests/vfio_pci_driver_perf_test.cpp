@@ -90,8 +90,9 @@ std::string measure(IommuMode mode, const std::string& bdf, int iterations, perf
 }
 
 int main_(int argc, char** argv) {
-  perf_main::CommonOptions o;
-  if (int rc = perf_main::parse(argc, argv, o, ""); rc >= 0) return rc;
+  const auto parsed = perf_main::parse(argc, argv);
+  if (auto code = perf_main::exit_before_running(parsed, argv[0], "")) return *code;
+  const perf_main::CommonOptions& o = *parsed;
   const int iterations = o.iterations ? o.iterations : 200;
   ktap::Writer out;
   out.header();

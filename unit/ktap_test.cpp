@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 #include <string>
 
 namespace vfiolab::ktap {
@@ -277,6 +279,51 @@ TEST(KtapWriter, FinishWritesTotalsAndReturnsTheExitCode) {
   std::free(buffer);
   EXPECT_EQ(code, kExitFail);
   EXPECT_NE(text.find("# Totals: pass:2 fail:1 xfail:0 xpass:0 skip:1 error:0\n"), std::string::npos) << text;
+}
+
+// What a Writer wrote to its stream, from `write` given the Writer.
+std::string written(const std::function<void(Writer&)>& write) {
+  char* buffer = nullptr;
+  std::size_t size = 0;
+  std::FILE* memory = open_memstream(&buffer, &size);
+  if (memory == nullptr) return "open_memstream failed";
+  {
+    Writer out(memory);
+    write(out);
+  }
+  std::fclose(memory);
+  std::string text(buffer, size);
+  std::free(buffer);
+  return text;
+}
+
+// "No device": a skip with no test at all, the same text from every program.
+TEST(KtapWriter, SkipAllWritesAnEmptyPlanTheReasonAndTotals) {
+  int code = -1;
+  const std::string text = written([&](Writer& out) {
+    out.header();
+    code = out.skip_all("no device: pass a BDF");
+  });
+  EXPECT_EQ(code, kExitSkip);
+  EXPECT_EQ(text,
+            "KTAP version 1\n"
+            "1..0\n"
+            "# no device: pass a BDF\n"
+            "# Totals: pass:0 fail:0 xfail:0 xpass:0 skip:0 error:0\n");
+  Document doc = parse(text);
+  EXPECT_EQ(doc.plan, 0);
+  EXPECT_TRUE(doc.results.empty());
+  EXPECT_TRUE(doc.problems.empty());
+}
+
+TEST(KtapWriter, RelayKeepsDiagnosticsAndMarksOtherLines) {
+  const std::string text = written([](Writer& out) {
+    out.relay("# already one");
+    out.relay("#");
+    out.relay("plain output");
+    out.relay("");
+  });
+  EXPECT_EQ(text, "# already one\n#\n# plain output\n# \n");
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // schema, sizes and the table.
 #include "vfiolab/perf.h"
 
+#include <fmt/format.h>
+
 #include <gtest/gtest.h>
 
 namespace vfiolab::perf {
@@ -64,15 +66,14 @@ TEST(PerfSizes, NamesAndParsing) {
   EXPECT_EQ(size_name(1ull << 30), "1G");
   EXPECT_EQ(size_name(4095), "4095");
   EXPECT_EQ(size_name(0), "-");
-  std::uint64_t bytes = 0;
-  EXPECT_TRUE(parse_size("64k", bytes));
-  EXPECT_EQ(bytes, 65536u);
-  EXPECT_TRUE(parse_size("1G", bytes));
-  EXPECT_EQ(bytes, 1ull << 30);
-  EXPECT_TRUE(parse_size("4096", bytes));
-  EXPECT_EQ(bytes, 4096u);
+  EXPECT_EQ(parse_size("64k"), 65536u);
+  EXPECT_EQ(parse_size("1G"), 1ull << 30);
+  EXPECT_EQ(parse_size("4096"), 4096u);
   for (const char* bad : {"", "K", "0", "12X", "-4K", "99999999999999999999", "17179869184G"}) {
-    EXPECT_FALSE(parse_size(bad, bytes)) << bad;
+    const auto size = parse_size(bad);
+    ASSERT_FALSE(size) << bad;
+    EXPECT_EQ(size.error().errnum, EINVAL);
+    EXPECT_NE(size.error().message().find(fmt::format("'{}'", bad)), std::string::npos) << size.error().message();
   }
 }
 

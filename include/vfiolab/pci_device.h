@@ -98,7 +98,7 @@ class PciDevice {
   Result<T> config_read(std::uint32_t offset) const {
     static_assert(sizeof(T) == 1 || sizeof(T) == 2 || sizeof(T) == 4);
     T value{};
-    if (auto read = config_read(offset, &value, sizeof(T)); !read) return std::unexpected(read.error());
+    VFIOLAB_TRY(config_read(offset, &value, sizeof(T)));
     return value;
   }
   template <typename T>

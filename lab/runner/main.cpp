@@ -368,13 +368,6 @@ int usage() {
   return 2;
 }
 
-std::optional<unsigned long> number(const std::string& text) {
-  unsigned long value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
-  return value;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -391,9 +384,9 @@ int main(int argc, char** argv) {
     } else if (arg == "--progress") {
       progress_path = value;
     } else if (arg == "--jobs" || arg == "--timeout") {
-      auto n = number(value);
+      auto n = text::positive_number(arg, value);
       if (!n) {
-        fmt::print(stderr, "vfiolab-plan-runner: {} wants a positive whole number, not '{}'\n", arg, value);
+        fmt::print(stderr, "vfiolab-plan-runner: {}\n", n.error().message());
         return 2;
       }
       (arg == "--jobs" ? jobs : timeout) = *n;

@@ -326,14 +326,10 @@ int exit_code(const Counts& counts) {
   return kExitPass;
 }
 
-void write_totals(std::FILE* out, const Counts& counts) {
-  fmt::print(out, "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", counts.passed, counts.failed,
-             counts.skipped);
-  std::fflush(out);
-}
-
 int Writer::finish() {
-  write_totals(out_, counts_);
+  fmt::print(out_, "# Totals: pass:{} fail:{} xfail:0 xpass:0 skip:{} error:0\n", counts_.passed, counts_.failed,
+             counts_.skipped);
+  std::fflush(out_);
   return exit_code(counts_);
 }
 
@@ -385,6 +381,17 @@ void Writer::fail(std::string_view name, std::string_view reason) {
 
 void Writer::skip(std::string_view name, std::string_view reason) {
   result(true, name, Directive::skip, reason);
+}
+
+void Writer::relay(std::string_view text) {
+  line(text.starts_with('#') ? std::string(text) : fmt::format("# {}", text));
+}
+
+int Writer::skip_all(std::string_view reason) {
+  plan(0);
+  diagnostic(reason);
+  finish();
+  return kExitSkip;
 }
 
 }  // namespace vfiolab::ktap

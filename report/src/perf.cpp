@@ -96,19 +96,21 @@ std::string size_name(std::uint64_t bytes) {
   return std::to_string(bytes);
 }
 
-bool parse_size(std::string_view text, std::uint64_t& bytes) {
+Result<std::uint64_t> parse_size(std::string_view text) {
+  const auto bad = [&] {
+    return std::unexpected(make_error(EINVAL, "parse_size", fmt::format("'{}' is no size (4096, 4K, 2M, 1G)", text)));
+  };
   std::uint64_t value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end == text.data()) return false;
+  if (ec != std::errc() || end == text.data()) return bad();
   std::string_view suffix(end, static_cast<std::size_t>(text.data() + text.size() - end));
   int shift = 0;
   if (suffix == "K" || suffix == "k") shift = 10;
   else if (suffix == "M" || suffix == "m") shift = 20;
   else if (suffix == "G" || suffix == "g") shift = 30;
-  else if (!suffix.empty()) return false;
-  if (value == 0 || value > (UINT64_MAX >> shift)) return false;
-  bytes = value << shift;
-  return true;
+  else if (!suffix.empty()) return bad();
+  if (value == 0 || value > (UINT64_MAX >> shift)) return bad();
+  return value << shift;
 }
 
 std::string format_table(const std::vector<Record>& records) {

@@ -16,6 +16,7 @@
 #include "vfiolab/ktap.h"
 #include "vfiolab/memory.h"
 #include "vfiolab/pci_device.h"
+#include "vfiolab/text.h"
 
 #include <fmt/format.h>
 
@@ -29,15 +30,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-// Ends the step with the error of `expr` (a Result) when it has one: the
-// probe's "propagate", so a step reads as the calls it makes. Takes a named
-// Result (then read its value) or a call whose value is not needed.
-#define PROBE_TRY(expr)                                                                     \
-  do {                                                                                      \
-    auto&& probe_result_ = (expr);                                                          \
-    if (!probe_result_) return std::unexpected(probe_result_.error());                      \
-  } while (0)
 
 namespace {
 
@@ -126,6 +118,7 @@ class Buffers {
       }
       it = buffers_.emplace(backing.backing, std::move(buffer)).first;
     }
+    // Copied, not moved up (VFIOLAB_TRY would move): the failure stays for the next caller.
     if (!it->second) return std::unexpected(it->second.error());
     return &*it->second;
   }
@@ -146,25 +139,20 @@ class Buffers {
 void map_each_backing(Run& run, Buffers& buffers, const std::string& prefix, Iommu& iommu) {
   for (const BackingInfo& backing : all_backings()) {
     run.step(fmt::format("{}.map_{}", prefix, backing.name), [&](Outcome& outcome) -> Result<void> {
-      auto got = buffers.get(backing);
-      PROBE_TRY(got);
-      const DmaBuffer& buffer = **got;
-      auto allocator = iommu.iova_allocator();
-      PROBE_TRY(allocator);
-      auto iova = allocator->allocate(buffer.size());
-      PROBE_TRY(iova);
-      DmaRegion region{buffer.data(), *iova, buffer.size()};
-      PROBE_TRY(iommu.map(region));
-      auto looked_up = iommu.to_iova(buffer.bytes() + buffer.size() / 2);
-      PROBE_TRY(looked_up);
-      if (*looked_up != *iova + buffer.size() / 2) return failure(fmt::format("to_iova gave {:#x}", *looked_up));
-      auto unmapped = iommu.unmap(region);
-      PROBE_TRY(unmapped);
-      if (*unmapped != buffer.size()) {
-        return failure(fmt::format("unmap reported {:#x} bytes, mapped {:#x}", *unmapped, buffer.size()));
+      VFIOLAB_ASSIGN_OR_RETURN(auto got, buffers.get(backing));
+      const DmaBuffer& buffer = *got;
+      VFIOLAB_ASSIGN_OR_RETURN(auto allocator, iommu.iova_allocator());
+      VFIOLAB_ASSIGN_OR_RETURN(auto iova, allocator.allocate(buffer.size()));
+      DmaRegion region{buffer.data(), iova, buffer.size()};
+      VFIOLAB_TRY(iommu.map(region));
+      VFIOLAB_ASSIGN_OR_RETURN(auto looked_up, iommu.to_iova(buffer.bytes() + buffer.size() / 2));
+      if (looked_up != iova + buffer.size() / 2) return failure(fmt::format("to_iova gave {:#x}", looked_up));
+      VFIOLAB_ASSIGN_OR_RETURN(auto unmapped, iommu.unmap(region));
+      if (unmapped != buffer.size()) {
+        return failure(fmt::format("unmap reported {:#x} bytes, mapped {:#x}", unmapped, buffer.size()));
       }
       if (iommu.to_iova(buffer.data())) return failure("the region is still tracked after unmap");
-      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), *iova));
+      outcome.notes.push_back(fmt::format("{:#x} bytes at iova {:#x}", buffer.size(), iova));
       return {};
     });
   }
@@ -182,19 +170,14 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   std::unique_ptr<PciDevice> device;
   bool opened = false;
   run.step(prefix + ".open", [&](Outcome& outcome) -> Result<void> {
-    auto opened_iommu = Iommu::open(mode);
-    PROBE_TRY(opened_iommu);
-    iommu = *opened_iommu;
-    auto opened_device = PciDevice::open(bdf_text, iommu);
-    PROBE_TRY(opened_device);
-    device = std::move(*opened_device);
+    VFIOLAB_ASSIGN_OR_RETURN(iommu, Iommu::open(mode));
+    VFIOLAB_ASSIGN_OR_RETURN(device, PciDevice::open(bdf_text, iommu));
     Sysfs sysfs;
     if (device->vendor_id() != sysfs.vendor(device->bdf())) return failure("vendor ID differs from sysfs");
     if (device->device_id() != sysfs.device_id(device->bdf())) return failure("device ID differs from sysfs");
-    auto ranges = iommu->iova_ranges();
-    PROBE_TRY(ranges);
+    VFIOLAB_ASSIGN_OR_RETURN(auto ranges, iommu->iova_ranges());
     std::string range_text;
-    for (const auto& range : *ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
+    for (const auto& range : ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
     outcome.notes.push_back(fmt::format("{:04x}:{:04x}, {} regions, {} irq indexes, IOVA ranges{}",
                                         device->vendor_id(), device->device_id(), device->info().num_regions,
                                         device->info().num_irqs, range_text));
@@ -225,28 +208,24 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   IrqIndex index = IrqIndex::msix;
   std::uint32_t vectors = 0;
   run.step(prefix + ".irqs", [&](Outcome& outcome) -> Result<void> {
-    auto msix = device->irq_info(IrqIndex::msix);
-    PROBE_TRY(msix);
-    auto msi = device->irq_info(IrqIndex::msi);
-    PROBE_TRY(msi);
-    index = msix->count > 0 ? IrqIndex::msix : IrqIndex::msi;
-    vectors = msix->count > 0 ? msix->count : msi->count;
+    VFIOLAB_ASSIGN_OR_RETURN(auto msix, device->irq_info(IrqIndex::msix));
+    VFIOLAB_ASSIGN_OR_RETURN(auto msi, device->irq_info(IrqIndex::msi));
+    index = msix.count > 0 ? IrqIndex::msix : IrqIndex::msi;
+    vectors = msix.count > 0 ? msix.count : msi.count;
     if (vectors == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has neither MSI nor MSI-X");
       return {};
     }
-    PROBE_TRY(device->enable_irqs(index, vectors));
+    VFIOLAB_TRY(device->enable_irqs(index, vectors));
     for (std::uint32_t v = 0; v < vectors; ++v) {
-      auto before = device->irq_eventfd(v).read();
-      PROBE_TRY(before);
-      if (*before) return failure(fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
-      PROBE_TRY(device->trigger_irq(index, v));
-      auto after = device->irq_eventfd(v).wait(1s);
-      PROBE_TRY(after);
-      if (*after != 1u) {
+      VFIOLAB_ASSIGN_OR_RETURN(auto before, device->irq_eventfd(v).read());
+      if (before) return failure(fmt::format("{} vector {} fired before its trigger", irq_index_name(index), v));
+      VFIOLAB_TRY(device->trigger_irq(index, v));
+      VFIOLAB_ASSIGN_OR_RETURN(auto after, device->irq_eventfd(v).wait(1s));
+      if (after != 1u) {
         return failure(fmt::format("{} vector {} eventfd read {} after one trigger", irq_index_name(index), v,
-                                   *after ? std::to_string(**after) : "nothing"));
+                                   after ? std::to_string(*after) : "nothing"));
       }
     }
     outcome.notes.push_back(
@@ -255,27 +234,24 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   });
 
   run.step(prefix + ".intx", [&](Outcome& outcome) -> Result<void> {
-    auto intx = device->irq_info(IrqIndex::intx);
-    PROBE_TRY(intx);
-    if (intx->count == 0) {
+    VFIOLAB_ASSIGN_OR_RETURN(auto intx, device->irq_info(IrqIndex::intx));
+    if (intx.count == 0) {
       outcome.directive = ktap::Directive::skip;
       outcome.notes.push_back("the device has no INTx pin");
       return {};
     }
-    PROBE_TRY(device->disable_irqs(index));
-    PROBE_TRY(device->enable_irqs(IrqIndex::intx, 1));
-    auto before = device->irq_eventfd(0).read();
-    PROBE_TRY(before);
-    if (*before) return failure("INTx fired before its trigger");
-    PROBE_TRY(device->trigger_irq(IrqIndex::intx, 0));
-    auto after = device->irq_eventfd(0).wait(1s);
-    PROBE_TRY(after);
-    if (*after != 1u) return failure("INTx eventfd did not read 1 after a trigger");
-    PROBE_TRY(device->mask_intx());
-    PROBE_TRY(device->unmask_intx());
-    PROBE_TRY(device->disable_irqs(IrqIndex::intx));
+    VFIOLAB_TRY(device->disable_irqs(index));
+    VFIOLAB_TRY(device->enable_irqs(IrqIndex::intx, 1));
+    VFIOLAB_ASSIGN_OR_RETURN(auto before, device->irq_eventfd(0).read());
+    if (before) return failure("INTx fired before its trigger");
+    VFIOLAB_TRY(device->trigger_irq(IrqIndex::intx, 0));
+    VFIOLAB_ASSIGN_OR_RETURN(auto after, device->irq_eventfd(0).wait(1s));
+    if (after != 1u) return failure("INTx eventfd did not read 1 after a trigger");
+    VFIOLAB_TRY(device->mask_intx());
+    VFIOLAB_TRY(device->unmask_intx());
+    VFIOLAB_TRY(device->disable_irqs(IrqIndex::intx));
     // Back to MSI/MSI-X for the reset step.
-    if (vectors > 0) PROBE_TRY(device->enable_irqs(index, vectors));
+    if (vectors > 0) VFIOLAB_TRY(device->enable_irqs(index, vectors));
     outcome.notes.push_back("INTx enabled, triggered and read 1, masked, unmasked, disabled");
     return {};
   });
@@ -286,12 +262,11 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
       outcome.notes.push_back("the device has no reset (VFIO_DEVICE_FLAGS_RESET clear)");
       return {};
     }
-    PROBE_TRY(device->reset());
+    VFIOLAB_TRY(device->reset());
     if (device->enabled_irq_index()) {
-      PROBE_TRY(device->trigger_irq(index, 0));
-      auto fired = device->irq_eventfd(0).wait(1s);
-      PROBE_TRY(fired);
-      if (*fired != 1u) return failure("vector 0 does not fire after reset");
+      VFIOLAB_TRY(device->trigger_irq(index, 0));
+      VFIOLAB_ASSIGN_OR_RETURN(auto fired, device->irq_eventfd(0).wait(1s));
+      if (fired != 1u) return failure("vector 0 does not fire after reset");
       outcome.notes.push_back(fmt::format("reset; {} vector 0 fires after it", irq_index_name(index)));
     } else {
       outcome.notes.push_back("reset");
@@ -300,11 +275,11 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
   });
 
   run.step(prefix + ".hot_reset_info", [&](Outcome& outcome) -> Result<void> {
-    auto devices = device->hot_reset_info();
-    PROBE_TRY(devices);  // unsupported (a SKIP) when the device has no bus reset
+    // Unsupported (a SKIP) when the device has no bus reset.
+    VFIOLAB_ASSIGN_OR_RETURN(auto devices, device->hot_reset_info());
     std::string list;
-    for (const auto& d : *devices) list += " " + d.bdf.str();
-    outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices->size(), list));
+    for (const auto& d : devices) list += " " + d.bdf.str();
+    outcome.notes.push_back(fmt::format("a bus reset affects {} device(s):{}", devices.size(), list));
     return {};
   });
 
@@ -313,26 +288,20 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
 
 void probe_sharing(Run& run, IommuMode mode, const std::string& a, const std::string& b) {
   run.step(fmt::format("{}.share.{}+{}", iommu_mode_info(mode).name, a, b), [&](Outcome& outcome) -> Result<void> {
-    auto iommu = Iommu::open(mode);
-    PROBE_TRY(iommu);
-    auto first = PciDevice::open(a, *iommu);
-    PROBE_TRY(first);
-    auto second = PciDevice::open(b, *iommu);
-    PROBE_TRY(second);
-    auto buffer = DmaBuffer::allocate(Backing::anonymous, 64 * 1024);
-    PROBE_TRY(buffer);
-    auto allocator = (*iommu)->iova_allocator();
-    PROBE_TRY(allocator);
-    auto iova = allocator->allocate(buffer->size());
+    VFIOLAB_ASSIGN_OR_RETURN(auto iommu, Iommu::open(mode));
+    VFIOLAB_ASSIGN_OR_RETURN(auto first, PciDevice::open(a, iommu));
+    VFIOLAB_ASSIGN_OR_RETURN(auto second, PciDevice::open(b, iommu));
+    VFIOLAB_ASSIGN_OR_RETURN(auto buffer, DmaBuffer::allocate(Backing::anonymous, 64 * 1024));
+    VFIOLAB_ASSIGN_OR_RETURN(auto allocator, iommu->iova_allocator());
+    auto iova = allocator.allocate(buffer.size());
     if (!iova) return failure("no IOVA for the shared buffer");
-    DmaRegion region{buffer->data(), *iova, buffer->size()};
-    PROBE_TRY((*iommu)->map(region));
-    if (&(*first)->iommu() != &(*second)->iommu()) return failure("the devices do not share the Iommu");
-    auto unmapped = (*iommu)->unmap(region);
-    PROBE_TRY(unmapped);
-    if (*unmapped != buffer->size()) return failure("unmap size differs");
+    DmaRegion region{buffer.data(), *iova, buffer.size()};
+    VFIOLAB_TRY(iommu->map(region));
+    if (&first->iommu() != &second->iommu()) return failure("the devices do not share the Iommu");
+    VFIOLAB_ASSIGN_OR_RETURN(auto unmapped, iommu->unmap(region));
+    if (unmapped != buffer.size()) return failure("unmap size differs");
     outcome.notes.push_back(
-        fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer->size(), *iova, a, b));
+        fmt::format("one {:#x}-byte mapping at iova {:#x} for {} and {}", buffer.size(), *iova, a, b));
     return {};
   });
 }
@@ -353,9 +322,8 @@ std::optional<std::string> device_not_on_vfio_pci() {
 void probe_open_errors(Run& run, const std::optional<std::string>& other) {
   auto expect_error = [&](const std::string& name, const std::string& bdf, const std::string& needle) {
     run.step("open_error." + name, [&](Outcome& outcome) -> Result<void> {
-      auto iommu = Iommu::open(kDefaultIommuMode);
-      PROBE_TRY(iommu);
-      auto device = PciDevice::open(bdf, *iommu);
+      VFIOLAB_ASSIGN_OR_RETURN(auto iommu, Iommu::open(kDefaultIommuMode));
+      auto device = PciDevice::open(bdf, iommu);
       if (device) return failure(fmt::format("opening '{}' succeeded", bdf));
       std::string message = device.error().message();
       if (message.find(needle) == std::string::npos) {
@@ -393,17 +361,19 @@ int main(int argc, char** argv) {
   bool open_errors = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
-    if ((arg == "--mode" || arg == "--share") && i + 1 >= argc) {
-      return refuse(fmt::format("{} needs a value", arg));
-    } else if (arg == "--mode") {
-      auto mode = iommu_mode_from_name(argv[++i]);
-      if (!mode) return refuse(mode.error().message());
-      modes.push_back(*mode);
-    } else if (arg == "--share") {
-      std::string pair = argv[++i];
-      auto comma = pair.find(',');
-      if (comma == std::string::npos) return refuse(fmt::format("--share wants BDF,BDF, not '{}'", pair));
-      shares.emplace_back(pair.substr(0, comma), pair.substr(comma + 1));
+    if (arg == "--mode" || arg == "--share") {
+      auto value = text::option_value(argc, argv, i);
+      if (!value) return refuse(value.error().message());
+      if (arg == "--mode") {
+        auto mode = iommu_mode_from_name(*value);
+        if (!mode) return refuse(mode.error().message());
+        modes.push_back(*mode);
+      } else {
+        const std::string pair(*value);
+        auto comma = pair.find(',');
+        if (comma == std::string::npos) return refuse(fmt::format("--share wants BDF,BDF, not '{}'", pair));
+        shares.emplace_back(pair.substr(0, comma), pair.substr(comma + 1));
+      }
     } else if (arg == "--no-open-errors") {
       open_errors = false;
     } else if (arg.starts_with("-")) {
@@ -420,11 +390,9 @@ int main(int argc, char** argv) {
     // harness's programs do.
     ktap::Writer out;
     out.header();
-    out.plan(0);
-    out.diagnostic("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
+    const int code = out.skip_all("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
     usage();
-    ktap::write_totals(stdout, {});
-    return ktap::kExitSkip;
+    return code;
   }
   for (const auto& bdf : devices) {
     if (auto parsed = parse_bdf(bdf); !parsed) return refuse(parsed.error().message());

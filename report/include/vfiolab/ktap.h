@@ -118,11 +118,9 @@ inline constexpr int kExitSkip = 4;
 // test at all passes: a filter that selects nothing is the caller's error).
 int exit_code(const Counts& counts);
 
-// kselftest's closing line: "# Totals: pass:N fail:N xfail:0 xpass:0 skip:N error:0".
-void write_totals(std::FILE* out, const Counts& counts);
-
-// Writer for programs that report in KTAP. It counts what it writes at its
-// own depth; finish() ends the report.
+// Writer for programs that report in KTAP: every program of the suite
+// writes its results through one. It counts what it writes at its own
+// depth; finish() (or skip_all()) ends the report.
 class Writer {
  public:
   explicit Writer(std::FILE* out = stdout, int depth = 0);
@@ -134,9 +132,17 @@ class Writer {
   void pass(std::string_view name) { result(true, name); }
   void fail(std::string_view name, std::string_view reason = {});
   void skip(std::string_view name, std::string_view reason);
+  // A line of a child program's output, as a diagnostic: kept as it is
+  // when it is one already ("#..."), else behind "# ".
+  void relay(std::string_view text);
+  // The whole report of a program with nothing it can run here (no device
+  // given), after header(): an empty plan, `reason` as a diagnostic and
+  // the totals. Returns kExitSkip.
+  int skip_all(std::string_view reason);
   int number() const { return number_; }
   const Counts& counts() const { return counts_; }
-  // Writes the totals line and returns the exit code for the counts.
+  // Writes kselftest's closing line ("# Totals: pass:N fail:N xfail:0
+  // xpass:0 skip:N error:0") and returns the exit code for the counts.
   int finish();
 
  private:

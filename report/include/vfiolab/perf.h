@@ -53,8 +53,9 @@ std::string to_json(const Report& report);
 std::string format_table(const std::vector<Record>& records);
 // "4K", "2M", "1G", or the byte count when not a whole unit.
 std::string size_name(std::uint64_t bytes);
-// Accepts "4096", "4K", "64k", "2M", "1G".
-bool parse_size(std::string_view text, std::uint64_t& bytes);
+// Accepts "4096", "4K", "64k", "2M", "1G"; zero, other suffixes and sizes
+// past 64 bits are an error (EINVAL) quoting the text.
+Result<std::uint64_t> parse_size(std::string_view text);
 
 // Microseconds between two points.
 inline double micros(std::chrono::steady_clock::duration d) {
