@@ -87,7 +87,8 @@ inline void usage(const char* program, std::string_view usage_tail, std::string_
 }
 
 // What main() returns when it does not run: a bad argument FAILs naming
-// it; help, or no device to run on, shows the usage and SKIPs. nullopt:
+// it; help shows the usage; no device to run on shows it too, and SKIPs
+// the whole program in KTAP, as every program of the suite does. nullopt:
 // run.
 inline std::optional<int> exit_before_running(const Result<CommonOptions>& parsed, const char* program,
                                               std::string_view usage_tail) {
@@ -95,9 +96,16 @@ inline std::optional<int> exit_before_running(const Result<CommonOptions>& parse
     usage(program, usage_tail, parsed.error().message());
     return kExitFail;
   }
-  if (parsed->help || parsed->bdfs.empty()) {
+  if (parsed->help) {
     usage(program, usage_tail);
     return kExitSkip;
+  }
+  if (parsed->bdfs.empty()) {
+    ktap::Writer out;
+    out.header();
+    const int code = out.skip_all("no device: pass BDFs as the last arguments or set VFIO_SELFTESTS_BDF");
+    usage(program, usage_tail);
+    return code;
   }
   return std::nullopt;
 }
