@@ -20,12 +20,10 @@ fs::path nr_hugepages(unsigned kib) {
 // such pool.
 Result<std::optional<unsigned>> pool_pages(unsigned kib) {
   const fs::path file = nr_hugepages(kib);
-  auto text = read_if_present(file);
-  if (!text) return std::unexpected(text.error());
-  if (!*text) return std::optional<unsigned>();
-  auto count = parse_count(**text, "read " + file.string());
-  if (!count) return std::unexpected(count.error());
-  return std::optional<unsigned>(*count);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto text, read_if_present(file));
+  if (!text) return std::optional<unsigned>();
+  VFIOLAB_ASSIGN_OR_RETURN(const unsigned count, parse_count(*text, "read " + file.string()));
+  return std::optional<unsigned>(count);
 }
 
 }  // namespace

@@ -12,19 +12,17 @@ namespace {
 
 // vfio-pci's enable_sriov now; nullopt for a kernel without the parameter.
 Result<std::optional<bool>> read_enable_sriov() {
-  auto text = read_if_present(kVfioPciEnableSriov);
-  if (!text) return std::unexpected(text.error());
-  if (!*text) return std::optional<bool>();
-  const std::string value = trimmed(**text);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto text, read_if_present(kVfioPciEnableSriov));
+  if (!text) return std::optional<bool>();
+  const std::string value = trimmed(*text);
   return std::optional<bool>(value == "Y" || value == "1");
 }
 
 // The value enable_sriov had before vfio-setup first turned it on, as some
 // device's state still records it (other than `except`'s).
 Result<std::optional<bool>> recorded_enable_sriov(const std::string& except) {
-  auto names = recorded_devices();
-  if (!names) return std::unexpected(names.error());
-  for (const auto& name : *names) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto names, recorded_devices());
+  for (const auto& name : names) {
     if (name == except) continue;
     auto state = load_state(name);
     if (state && *state && (*state)->vfio_pci_enable_sriov) return (*state)->vfio_pci_enable_sriov;
@@ -38,10 +36,9 @@ Result<std::optional<bool>> recorded_enable_sriov(const std::string& except) {
 // recorded PF still relies on it (its restore turns it off then).
 Result<void> restore_enable_sriov(const DeviceState& state) {
   if (state.vfio_pci_enable_sriov != false) return {};
-  auto others = recorded_enable_sriov(state.bdf);
-  if (!others) return std::unexpected(others.error());
-  if (*others) return {};
-  if (auto done = write_sysfs(kVfioPciEnableSriov, "N"); !done) return std::unexpected(done.error());
+  VFIOLAB_ASSIGN_OR_RETURN(const auto others, recorded_enable_sriov(state.bdf));
+  if (others) return {};
+  VFIOLAB_TRY(write_sysfs(kVfioPciEnableSriov, "N"));
   say(fmt::format("vfio-pci enable_sriov: Y -> N"));
   return {};
 }
@@ -60,15 +57,12 @@ Result<void> set_vfs(const Bdf& pf, unsigned count) {
   if (count > *total) {
     return std::unexpected(device_error(0, name, "vfs", fmt::format("it offers {} VFs, not {}", *total, count)));
   }
-  auto recorded = load_state(name);
-  if (!recorded) return std::unexpected(recorded.error());
+  VFIOLAB_ASSIGN_OR_RETURN(const auto recorded, load_state(name));
   DeviceState state;
-  if (*recorded) {
-    state = **recorded;
+  if (recorded) {
+    state = *recorded;
   } else {
-    auto written = record_state(sysfs, pf);
-    if (!written) return std::unexpected(written.error());
-    state = *written;
+    VFIOLAB_ASSIGN_OR_RETURN(state, record_state(sysfs, pf));
   }
   if (sysfs.driver(pf) == "vfio-pci") {
     auto enabled = read_enable_sriov();
@@ -142,14 +136,13 @@ int command_vfs(const std::vector<std::string>& args) {
 // the count, that bind's state as it was, and enable_sriov when this run
 // turned it on.
 Result<void> undo_vfs(const DeviceState& before, unsigned count) {
-  if (auto done = set_vfs(*parse_bdf(before.bdf), count); !done) return done;
-  auto now = load_state(before.bdf);
-  if (!now) return std::unexpected(now.error());
+  VFIOLAB_TRY(set_vfs(*parse_bdf(before.bdf), count));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto now, load_state(before.bdf));
   if (auto written = write_state(state_file(before.bdf), serialize(before)); !written) {
     return std::unexpected(on_device(before.bdf, "run --vfs", written.error()));
   }
-  if (*now && (*now)->vfio_pci_enable_sriov && !before.vfio_pci_enable_sriov) {
-    return restore_enable_sriov(**now);
+  if (now && now->vfio_pci_enable_sriov && !before.vfio_pci_enable_sriov) {
+    return restore_enable_sriov(*now);
   }
   return {};
 }
