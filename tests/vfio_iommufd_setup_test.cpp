@@ -21,7 +21,7 @@ class vfio_iommufd_setup_test : public testing::Test {
   void SetUp() override {
     auto bdf = parse_bdf(harness::device_bdf());
     ASSERT_TRUE(bdf) << bdf.error();
-    auto cdev = Sysfs().vfio_cdev(*bdf);
+    auto cdev = check(Sysfs().vfio_cdev(*bdf));
     if (!cdev) GTEST_SKIP() << bdf->str() << " has no VFIO cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)";
     cdev_path_ = "/dev/vfio/devices/" + *cdev;
     device_.reset(::open(cdev_path_.c_str(), O_RDWR | O_CLOEXEC));

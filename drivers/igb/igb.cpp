@@ -261,7 +261,7 @@ class IgbDriver final : public Driver {
   Result<void> may_drive() const override {
     if (!host_) return check_consent(device());
     // The host checked the consent for its PF; this must be its VF.
-    auto vf = Sysfs().sriov_vf(host_->pf().bdf(), host_->vf());
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vf, Sysfs().sriov_vf(host_->pf().bdf(), host_->vf()));
     if (!vf || *vf != device().bdf()) {
       return std::unexpected(driver_error(
           EINVAL, "igbvf init",

@@ -169,7 +169,8 @@ class Runner {
     Sysfs sysfs;
     auto group_of = [&](const std::string& text) -> std::optional<int> {
       auto bdf = parse_bdf(text);
-      return bdf ? sysfs.iommu_group(*bdf) : std::nullopt;
+      // A group that cannot be read counts as none: the device is its own resource.
+      return bdf ? sysfs.iommu_group(*bdf).value_or(std::nullopt) : std::nullopt;
     };
     std::vector<std::set<std::string>> held;
     for (const auto& entry : plan_) {

@@ -189,8 +189,12 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
     PROBE_TRY(opened_device);
     device = std::move(*opened_device);
     Sysfs sysfs;
-    if (device->vendor_id() != sysfs.vendor(device->bdf())) return failure("vendor ID differs from sysfs");
-    if (device->device_id() != sysfs.device_id(device->bdf())) return failure("device ID differs from sysfs");
+    auto vendor = sysfs.vendor(device->bdf());
+    PROBE_TRY(vendor);
+    auto device_id = sysfs.device_id(device->bdf());
+    PROBE_TRY(device_id);
+    if (device->vendor_id() != *vendor) return failure("vendor ID differs from sysfs");
+    if (device->device_id() != *device_id) return failure("device ID differs from sysfs");
     auto ranges = iommu->iova_ranges();
     PROBE_TRY(ranges);
     std::string range_text;
@@ -345,7 +349,7 @@ std::optional<std::string> device_not_on_vfio_pci() {
   for (std::filesystem::directory_iterator it("/sys/bus/pci/devices", error), end; !error && it != end;
        it.increment(error)) {
     auto bdf = parse_bdf(it->path().filename().string());
-    if (bdf && sysfs.driver(*bdf) != "vfio-pci") return bdf->str();
+    if (bdf && sysfs.driver(*bdf).value_or(std::nullopt) != "vfio-pci") return bdf->str();
   }
   return std::nullopt;
 }

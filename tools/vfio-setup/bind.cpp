@@ -43,12 +43,14 @@ Result<void> check_group(const Sysfs& sysfs, const Bdf& bdf, const std::vector<B
   // Some IOMMU drivers (virtio-iommu) give a device its group only when a
   // driver probes it: without a group yet there is nothing to check, and
   // vfio-pci itself refuses a device that still has none.
-  auto group = sysfs.iommu_group(bdf);
+  const std::string name = bdf.str();
+  VFIOLAB_ASSIGN_OR_RETURN(const auto group, about_device(sysfs.iommu_group(bdf), name, "bind"));
   if (!group) return {};
+  VFIOLAB_ASSIGN_OR_RETURN(const auto members, about_device(sysfs.iommu_group_members(*group), name, "bind"));
   std::string conflicts;
-  for (const auto& member : sysfs.iommu_group_members(*group)) {
+  for (const auto& member : members) {
     if (std::find(devices.begin(), devices.end(), member) != devices.end()) continue;
-    auto driver = sysfs.driver(member);
+    VFIOLAB_ASSIGN_OR_RETURN(const auto driver, about_device(sysfs.driver(member), name, "bind"));
     if (driver && !kGroupSafeDrivers.contains(*driver)) {
       conflicts += fmt::format("{}{} ({})", conflicts.empty() ? "" : ", ", member.str(), *driver);
     }
@@ -75,16 +77,17 @@ Result<void> move_to_vfio_pci(const Sysfs& sysfs, const Bdf& bdf, const DeviceSt
     // check below says what happened.
     (void)write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
   }
-  auto now = sysfs.driver(bdf);
-  auto group = sysfs.iommu_group(bdf);
+  const auto now = sysfs.driver(bdf);
+  const auto group = sysfs.iommu_group(bdf);
   if (done && now == "vfio-pci") {
     say(fmt::format("{}: {} -> vfio-pci (IOMMU group {})", state.bdf, state.driver.empty() ? "(none)" : state.driver,
-                    group ? std::to_string(*group) : "?"));
+                    group && *group ? std::to_string(**group) : "?"));
     return {};
   }
-  Error error = done ? device_error(0, state.bdf, "bind to vfio-pci", "it ended up on " + driver_or_none(now))
-                     : on_device(state.bdf, "bind to vfio-pci", done.error());
-  if (!group) error.context += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
+  Error error = !done  ? on_device(state.bdf, "bind to vfio-pci", done.error())
+                : !now ? on_device(state.bdf, "bind to vfio-pci", now.error())
+                       : device_error(0, state.bdf, "bind to vfio-pci", "it ended up on " + driver_or_none(*now));
+  if (group && !*group) error.context += "; it has no IOMMU group: is an IOMMU enabled (intel_iommu=on, amd_iommu=on)?";
   return std::unexpected(std::move(error));
 }
 
@@ -105,13 +108,14 @@ Result<Bdf> present_device(const Sysfs& sysfs, const std::string& arg) {
 Result<DeviceState> record_state(const Sysfs& sysfs, const Bdf& bdf) {
   DeviceState state;
   state.bdf = bdf.str();
-  state.driver = sysfs.driver(bdf).value_or("");
+  VFIOLAB_ASSIGN_OR_RETURN(const auto driver, about_device(sysfs.driver(bdf), state.bdf, "record state"));
+  state.driver = driver.value_or("");
   auto override_text = text::read_file(sysfs.device_dir(bdf) / "driver_override");
   if (!override_text) return std::unexpected(on_device(state.bdf, "record state", override_text.error()));
   // The kernel shows an unset override as "(null)".
   std::string override_value = trimmed(std::move(*override_text));
   state.driver_override = override_value == "(null)" ? "" : override_value;
-  state.sriov_numvfs = sysfs.sriov_numvfs(bdf);
+  VFIOLAB_ASSIGN_OR_RETURN(state.sriov_numvfs, about_device(sysfs.sriov_numvfs(bdf), state.bdf, "record state"));
   if (auto written = write_state(state_file(state.bdf), serialize(state)); !written) {
     return std::unexpected(on_device(state.bdf, "record state", written.error()));
   }

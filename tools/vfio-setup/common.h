@@ -43,6 +43,14 @@ std::string trimmed(std::string text);
 // failed. An errno stays the errno, so the message names it once, at the end.
 Error on_device(const std::string& bdf, std::string operation, const Error& cause);
 
+// A sysfs read (a Sysfs getter) whose error is the reason `operation` on
+// device `bdf` failed.
+template <typename T>
+Result<T> about_device(Result<T> read, const std::string& bdf, const char* operation) {
+  if (!read) return std::unexpected(on_device(bdf, operation, read.error()));
+  return read;
+}
+
 // Writes one value to a sysfs attribute; the error names the value, the
 // file and the errno.
 Result<void> write_sysfs(const std::filesystem::path& path, std::string_view value);

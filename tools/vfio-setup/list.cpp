@@ -26,7 +26,9 @@ int command_list() {
   std::sort(devices.begin(), devices.end());
   fmt::print("{:<13} {:<9} {:<12} {:>5}  {}\n", "device", "id", "driver", "group", "vfio-setup");
   for (const auto& bdf : devices) {
-    auto group = sysfs.iommu_group(bdf);
+    // An attribute that cannot be read shows as '?'.
+    const auto group = sysfs.iommu_group(bdf);
+    const auto driver = sysfs.driver(bdf);
     std::string held;
     if (auto recorded = load_state(bdf.str()); !recorded) {
       // State files are root's: one a user cannot read is not known to be corrupt.
@@ -35,8 +37,8 @@ int command_list() {
       held = fmt::format("held (was on {})", state->driver.empty() ? "no driver" : state->driver);
     }
     fmt::print("{:<13} {:04x}:{:04x} {:<12} {:>5}  {}\n", bdf.str(), sysfs.vendor(bdf).value_or(0),
-               sysfs.device_id(bdf).value_or(0), driver_or_none(sysfs.driver(bdf)),
-               group ? std::to_string(*group) : "-", held);
+               sysfs.device_id(bdf).value_or(0), driver ? driver_or_none(*driver) : "?",
+               !group ? "?" : *group ? std::to_string(**group) : "-", held);
   }
   return kExitOk;
 }

@@ -21,11 +21,11 @@ Result<void> restore_device(const DeviceState& state) {
     }
     return {};
   }
-  auto before = sysfs.driver(*bdf);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto before, about_device(sysfs.driver(*bdf), state.bdf, "restore"));
   Result<void> done;
   // VFs that were not there go first, while the PF is still on the driver
   // that made them: the kernel changes a count only by way of 0.
-  const auto vfs_now = sysfs.sriov_numvfs(*bdf);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto vfs_now, about_device(sysfs.sriov_numvfs(*bdf), state.bdf, "restore"));
   if (state.sriov_numvfs && vfs_now.value_or(0) > 0 && vfs_now != state.sriov_numvfs) {
     done = write_sysfs(dir / "sriov_numvfs", "0");
   }
@@ -34,27 +34,31 @@ Result<void> restore_device(const DeviceState& state) {
   if (done && before && before != wanted) done = write_sysfs(dir / "driver" / "unbind", state.bdf);
   // An empty write clears driver_override.
   if (done) done = write_sysfs(dir / "driver_override", state.driver_override.empty() ? "\n" : state.driver_override);
-  if (done && wanted && sysfs.driver(*bdf) != wanted) {
+  // A driver or VF count that cannot be read here is acted on as if wrong:
+  // the checks after read them again and report the error.
+  if (done && wanted && sysfs.driver(*bdf).value_or(std::nullopt) != wanted) {
     // A refused bind falls back to a probe; the check below judges both.
     if (!write_sysfs(fs::path("/sys/bus/pci/drivers") / *wanted / "bind", state.bdf)) {
       (void)write_sysfs("/sys/bus/pci/drivers_probe", state.bdf);
     }
   }
   if (!done) return std::unexpected(on_device(state.bdf, "restore", done.error()));
-  auto after = sysfs.driver(*bdf);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto after, about_device(sysfs.driver(*bdf), state.bdf, "restore"));
   if (after != wanted) {
     return std::unexpected(device_error(
         0, state.bdf, "restore", fmt::format("it is on {}, not {}", driver_or_none(after), driver_or_none(wanted))));
   }
-  if (state.sriov_numvfs.value_or(0) > 0 && sysfs.sriov_numvfs(*bdf) != state.sriov_numvfs) {
+  if (state.sriov_numvfs.value_or(0) > 0 && sysfs.sriov_numvfs(*bdf).value_or(std::nullopt) != state.sriov_numvfs) {
     if (auto vfs = write_sysfs(dir / "sriov_numvfs", std::to_string(*state.sriov_numvfs)); !vfs) {
       return std::unexpected(on_device(state.bdf, "restore", vfs.error()));
     }
   }
-  if (state.sriov_numvfs && sysfs.sriov_numvfs(*bdf) != state.sriov_numvfs) {
-    return std::unexpected(device_error(0, state.bdf, "restore",
-                                        fmt::format("it has {} VFs, not {}", sysfs.sriov_numvfs(*bdf).value_or(0),
-                                                    *state.sriov_numvfs)));
+  if (state.sriov_numvfs) {
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vfs_after, about_device(sysfs.sriov_numvfs(*bdf), state.bdf, "restore"));
+    if (vfs_after != state.sriov_numvfs) {
+      return std::unexpected(device_error(
+          0, state.bdf, "restore", fmt::format("it has {} VFs, not {}", vfs_after.value_or(0), *state.sriov_numvfs)));
+    }
   }
   if (auto removed = remove_state(state_file(state.bdf)); !removed) {
     return std::unexpected(on_device(state.bdf, "restore", removed.error()));

@@ -87,7 +87,13 @@ int command_run(const std::vector<std::string>& args) {
         bound = kExitFailed;
         break;
       }
-      vfs_undo.emplace_back(**before, Sysfs().sriov_numvfs(*parse_bdf(name)).value_or(0));
+      auto count_before = about_device(Sysfs().sriov_numvfs(*parse_bdf(name)), name, "run --vfs");
+      if (!count_before) {
+        say(count_before.error());
+        bound = kExitFailed;
+        break;
+      }
+      vfs_undo.emplace_back(**before, count_before->value_or(0));
     }
     if (auto done = set_vfs(*parse_bdf(pf), count); !done) {
       say(done.error());

@@ -50,7 +50,7 @@ Result<void> restore_enable_sriov(const DeviceState& state) {
 Result<void> set_vfs(const Bdf& pf, unsigned count) {
   Sysfs sysfs;
   const std::string name = pf.str();
-  const auto total = sysfs.sriov_totalvfs(pf);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto total, about_device(sysfs.sriov_totalvfs(pf), name, "vfs"));
   if (!total || *total == 0) {
     return std::unexpected(device_error(0, name, "vfs", "the device has no SR-IOV (no sriov_totalvfs, or 0)"));
   }
@@ -64,7 +64,8 @@ Result<void> set_vfs(const Bdf& pf, unsigned count) {
   } else {
     VFIOLAB_ASSIGN_OR_RETURN(state, record_state(sysfs, pf));
   }
-  if (sysfs.driver(pf) == "vfio-pci") {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto driver, about_device(sysfs.driver(pf), name, "vfs"));
+  if (driver == "vfio-pci") {
     auto enabled = read_enable_sriov();
     if (!enabled) return std::unexpected(on_device(name, "vfs", enabled.error()));
     std::optional<bool> before;
@@ -91,16 +92,18 @@ Result<void> set_vfs(const Bdf& pf, unsigned count) {
     }
   }
   const fs::path file = sysfs.device_dir(pf) / "sriov_numvfs";
-  const unsigned now = sysfs.sriov_numvfs(pf).value_or(0);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto numvfs, about_device(sysfs.sriov_numvfs(pf), name, "vfs"));
+  const unsigned now = numvfs.value_or(0);
   Result<void> done;
   if (now != count && now > 0) done = write_sysfs(file, "0");
   if (done && now != count && count > 0) done = write_sysfs(file, std::to_string(count));
   if (!done) return std::unexpected(on_device(name, "vfs", done.error()));
   std::string vfs;
   for (unsigned i = 0; i < count; ++i) {
-    auto vf = sysfs.sriov_vf(pf, i);
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vf, about_device(sysfs.sriov_vf(pf, i), name, "vfs"));
     if (!vf) return std::unexpected(device_error(0, name, "vfs", fmt::format("VF {} has no virtfn{} link", i, i)));
-    vfs += fmt::format("{}{} on {}", vfs.empty() ? "" : ", ", vf->str(), driver_or_none(sysfs.driver(*vf)));
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vf_driver, about_device(sysfs.driver(*vf), vf->str(), "vfs"));
+    vfs += fmt::format("{}{} on {}", vfs.empty() ? "" : ", ", vf->str(), driver_or_none(vf_driver));
   }
   say(fmt::format("{}: {} -> {} VFs{}{}", name, now, count, count ? ": " : "", vfs));
   return {};
