@@ -3,6 +3,8 @@
 #include "commands.h"
 #include "common.h"
 
+#include "vfiolab/child_process.h"
+
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -121,14 +123,9 @@ int command_run(const std::vector<std::string>& args) {
   for (auto& s : argv_strings) argv.push_back(s.data());
   argv.push_back(nullptr);
 
-  pid_t child = ::fork();
-  if (child < 0) {
-    const int err = errno;
-    say(make_error(err, "fork"));
-    restore_held();
-    return kExitFailed;
-  }
-  if (child == 0) {
+  // CMD stays in our process group, with our terminal and output: a shell
+  // run with -s must be in the terminal's foreground group.
+  auto child = ChildProcess::start({.own_process_group = false, .capture_output = false}, [&] {
     struct sigaction reset {};
     reset.sa_handler = SIG_DFL;
     for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal, &reset, nullptr);
@@ -137,34 +134,36 @@ int command_run(const std::vector<std::string>& args) {
     const int err = errno;
     say(make_error(err, fmt::format("cannot run '{}'", argv[0])));
     ::_exit(127);
+  });
+  if (!child) {
+    say(child.error());
+    restore_held();
+    return kExitFailed;
   }
 
-  int status = 0;
   bool lost_child = false;
   bool forwarded = false;
   auto killed_at = std::chrono::steady_clock::time_point::max();
   for (;;) {
-    pid_t waited = ::waitpid(child, &status, g_signal ? WNOHANG : 0);
-    if (waited == child) break;
-    if (waited < 0) {
-      const int err = errno;
-      if (err != EINTR) {
-        // CMD's status is unknown: the run cannot pass.
-        say(make_error(err, "waitpid", fmt::format("CMD pid {}", child)));
-        lost_child = true;
-        break;
-      }
+    auto ended = child->reap(!g_signal);
+    if (!ended) {
+      // CMD's status is unknown: the run cannot pass.
+      say(make_error(ended.error().errnum, "waitpid", fmt::format("CMD pid {}", child->pid())));
+      lost_child = true;
+      break;
     }
+    if (*ended) break;
     if (g_signal && !forwarded) {
       // The child may not share our terminal's process group: pass it on,
       // and insist after a grace period (an interactive shell ignores TERM).
-      ::kill(child, g_signal);
+      child->signal(g_signal);
       forwarded = true;
       killed_at = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     }
-    if (forwarded && std::chrono::steady_clock::now() > killed_at) ::kill(child, SIGKILL);
+    if (forwarded && std::chrono::steady_clock::now() > killed_at) child->signal(SIGKILL);
     if (g_signal) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  const int status = child->status();
   int child_status = lost_child             ? kExitFailed
                      : WIFEXITED(status)    ? WEXITSTATUS(status)
                                             : 128 + WTERMSIG(status);
