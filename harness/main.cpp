@@ -3,16 +3,13 @@
 #include "harness.h"
 #include "selection.h"
 
+#include "vfiolab/child_process.h"
 #include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
 #include "vfiolab/text.h"
-#include "vfiolab/unique_fd.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -149,52 +146,16 @@ std::string first_line(const std::string& text) { return text.substr(0, text.fin
 
 Outcome run_isolated(const std::string& gtest_name, std::chrono::seconds timeout) {
   Outcome outcome;
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    outcome.reason = fmt::format("pipe: {}", std::strerror(errno));
+  // A group of its own, so a timeout kills whatever the test started too.
+  auto child = ChildProcess::start({.timeout = timeout}, [&] { run_in_child(gtest_name); });
+  if (!child) {
+    outcome.reason = fmt::format("{}: {}", child.error().operation, std::strerror(child.error().errnum));
     return outcome;
   }
-  UniqueFd read_end(fds[0]), write_end(fds[1]);
-  std::fflush(stdout);
-  pid_t child = ::fork();
-  if (child < 0) {
-    outcome.reason = fmt::format("fork: {}", std::strerror(errno));
-    return outcome;
-  }
-  if (child == 0) {
-    ::setpgid(0, 0);  // so a timeout kills whatever the test started too
-    ::dup2(write_end.get(), STDOUT_FILENO);
-    ::dup2(write_end.get(), STDERR_FILENO);
-    run_in_child(gtest_name);
-  }
-  write_end.reset();
-
-  auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string buffer;
-  bool timed_out = false;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      break;
-    }
-    pollfd entry{read_end.get(), POLLIN, 0};
-    int ready = ::poll(&entry, 1, static_cast<int>(left.count()));
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready <= 0) continue;
-    char chunk[4096];
-    ssize_t got = ::read(read_end.get(), chunk, sizeof(chunk));
-    if (got <= 0) break;  // the child (and everything it started) closed the pipe
-    buffer.append(chunk, static_cast<std::size_t>(got));
-  }
-  if (timed_out) ::kill(-child, SIGKILL);
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  if (timed_out) {
-    // Children of the test may still hold the pipe; the group kill above
-    // ends them.
-    ::kill(-child, SIGKILL);
-  }
+  child->run_to_end([&](std::string_view chunk) { buffer.append(chunk); });
+  const bool timed_out = child->timed_out();
+  const int status = child->status();
 
   std::size_t start = 0;
   while (start < buffer.size()) {

@@ -96,7 +96,7 @@ Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, st
     return std::unexpected(make_error(
         0, "PciDevice::open", fmt::format("no PCI device {} ({} does not exist)", bdf.str(), sysfs.device_dir(bdf).string())));
   }
-  auto driver = sysfs.driver(bdf);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto driver, sysfs.driver(bdf));
   if (driver != "vfio-pci") {
     return std::unexpected(make_error(
         0, "PciDevice::open",
@@ -113,7 +113,7 @@ Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, st
 
 Result<void> PciDevice::open_through_group(const std::optional<VfToken>& vf_token) {
   Sysfs sysfs;
-  auto group = sysfs.iommu_group(bdf_);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto group, sysfs.iommu_group(bdf_));
   if (!group) {
     return std::unexpected(make_error(0, "PciDevice::open", fmt::format("{} has no IOMMU group: is an IOMMU enabled?", bdf_.str())));
   }
@@ -131,7 +131,7 @@ Result<void> PciDevice::open_through_group(const std::optional<VfToken>& vf_toke
 
 Result<void> PciDevice::open_through_cdev(const std::optional<VfToken>& vf_token) {
   Sysfs sysfs;
-  auto cdev = sysfs.vfio_cdev(bdf_);
+  VFIOLAB_ASSIGN_OR_RETURN(const auto cdev, sysfs.vfio_cdev(bdf_));
   if (!cdev) {
     return std::unexpected(unsupported_error(
         0, "PciDevice::open", fmt::format("{} has no VFIO device cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)", bdf_.str())));

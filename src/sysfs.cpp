@@ -6,11 +6,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
-#include <iterator>
-#include <sstream>
 
 namespace vfiolab {
 namespace fs = std::filesystem;
@@ -76,92 +74,127 @@ bool Sysfs::exists(const Bdf& bdf) const {
   return fs::exists(device_dir(bdf), error);
 }
 
-std::optional<std::string> Sysfs::read_line(const fs::path& file) const {
-  std::ifstream in(file);
-  std::string line;
-  if (!in || !std::getline(in, line)) return std::nullopt;
+namespace {
+
+// The first line of a sysfs attribute, without its trailing whitespace.
+Result<std::string> read_line(const fs::path& file) {
+  VFIOLAB_ASSIGN_OR_RETURN(std::string line, text::read_file(file));
+  line.erase(std::min(line.find('\n'), line.size()));
   while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
   return line;
 }
 
-std::optional<std::string> Sysfs::link_name(const fs::path& link) const {
-  std::error_code error;
-  fs::path target = fs::read_symlink(link, error);
-  if (error) return std::nullopt;
-  return target.filename().string();
+// read_line(), or empty when the file does not exist.
+Result<std::optional<std::string>> read_line_if_present(const fs::path& file) {
+  auto line = read_line(file);
+  if (line) return std::optional<std::string>(std::move(*line));
+  if (line.error().errnum == ENOENT) return std::optional<std::string>();
+  return std::unexpected(std::move(line.error()));
 }
 
-static std::optional<std::uint16_t> parse_id(const std::optional<std::string>& text) {
-  if (!text || !text->starts_with("0x")) return std::nullopt;
-  auto value = parse_hex_field(std::string_view(*text).substr(2), 4);
-  if (!value) return std::nullopt;
+// The last component of a link's target; empty when there is no link.
+Result<std::optional<std::string>> link_name(const fs::path& link) {
+  std::error_code error;
+  const fs::path target = fs::read_symlink(link, error);
+  if (error == std::errc::no_such_file_or_directory) return std::optional<std::string>();
+  if (error) return std::unexpected(make_error(error.value(), "readlink " + link.string()));
+  return std::optional<std::string>(target.filename().string());
+}
+
+// A file (or link) whose text is not what the kernel writes there.
+Error malformed(const fs::path& file, std::string_view text, std::string_view wanted) {
+  return make_error(0, "parse " + file.string(), fmt::format("'{}' is not {}", text, wanted));
+}
+
+template <typename Number>
+std::optional<Number> parse_decimal(std::string_view text) {
+  Number value = 0;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || error != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
+}
+
+// `vendor` and `device`: "0x" and four hex digits.
+Result<std::uint16_t> read_id(const fs::path& file) {
+  VFIOLAB_ASSIGN_OR_RETURN(const std::string line, read_line(file));
+  const auto value = line.starts_with("0x") ? parse_hex_field(std::string_view(line).substr(2), 4) : std::nullopt;
+  if (!value) return std::unexpected(malformed(file, line, "a 16-bit ID (0xHHHH)"));
   return static_cast<std::uint16_t>(*value);
 }
 
-std::optional<std::uint16_t> Sysfs::vendor(const Bdf& bdf) const { return parse_id(read_line(device_dir(bdf) / "vendor")); }
-
-std::optional<std::uint16_t> Sysfs::device_id(const Bdf& bdf) const {
-  return parse_id(read_line(device_dir(bdf) / "device"));
+// A decimal count; empty when the file does not exist.
+Result<std::optional<unsigned>> read_count(const fs::path& file) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto line, read_line_if_present(file));
+  if (!line) return std::optional<unsigned>();
+  const auto value = parse_decimal<unsigned>(*line);
+  if (!value) return std::unexpected(malformed(file, *line, "a count"));
+  return value;
 }
 
-std::optional<std::string> Sysfs::driver(const Bdf& bdf) const { return link_name(device_dir(bdf) / "driver"); }
+// The device a link (virtfnN, physfn) points at; empty when there is no link.
+Result<std::optional<Bdf>> linked_device(const fs::path& link) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto name, link_name(link));
+  if (!name) return std::optional<Bdf>();
+  auto bdf = parse_bdf(*name);
+  if (!bdf) return std::unexpected(malformed(link, *name, "a PCI device"));
+  return std::optional<Bdf>(*bdf);
+}
 
-std::optional<int> Sysfs::iommu_group(const Bdf& bdf) const {
-  auto name = link_name(device_dir(bdf) / "iommu_group");
-  if (!name) return std::nullopt;
-  int group = 0;
-  auto [end, error] = std::from_chars(name->data(), name->data() + name->size(), group);
-  if (error != std::errc() || end != name->data() + name->size()) return std::nullopt;
+}  // namespace
+
+Result<std::uint16_t> Sysfs::vendor(const Bdf& bdf) const { return read_id(device_dir(bdf) / "vendor"); }
+
+Result<std::uint16_t> Sysfs::device_id(const Bdf& bdf) const { return read_id(device_dir(bdf) / "device"); }
+
+Result<std::optional<std::string>> Sysfs::driver(const Bdf& bdf) const { return link_name(device_dir(bdf) / "driver"); }
+
+Result<std::optional<int>> Sysfs::iommu_group(const Bdf& bdf) const {
+  const fs::path link = device_dir(bdf) / "iommu_group";
+  VFIOLAB_ASSIGN_OR_RETURN(const auto name, link_name(link));
+  if (!name) return std::optional<int>();
+  const auto group = parse_decimal<int>(*name);
+  if (!group) return std::unexpected(malformed(link, *name, "an IOMMU group number"));
   return group;
 }
 
-std::vector<Bdf> Sysfs::iommu_group_members(int group) const {
+Result<std::vector<Bdf>> Sysfs::iommu_group_members(int group) const {
+  const fs::path dir = root_ / "kernel/iommu_groups" / std::to_string(group) / "devices";
   std::vector<Bdf> members;
   std::error_code error;
-  for (const auto& entry : fs::directory_iterator(root_ / "kernel/iommu_groups" / std::to_string(group) / "devices", error)) {
-    if (auto bdf = parse_bdf(entry.path().filename().string())) members.push_back(*bdf);
+  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
+    if (auto bdf = parse_bdf(it->path().filename().string())) members.push_back(*bdf);
   }
+  if (error) return std::unexpected(make_error(error.value(), "list " + dir.string()));
   std::sort(members.begin(), members.end());
   return members;
 }
 
-std::optional<std::string> Sysfs::vfio_cdev(const Bdf& bdf) const {
+Result<std::optional<std::string>> Sysfs::vfio_cdev(const Bdf& bdf) const {
+  const fs::path dir = device_dir(bdf) / "vfio-dev";
   std::error_code error;
-  for (const auto& entry : fs::directory_iterator(device_dir(bdf) / "vfio-dev", error)) {
-    std::string name = entry.path().filename().string();
-    if (name.starts_with("vfio")) return name;
+  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
+    std::string name = it->path().filename().string();
+    if (name.starts_with("vfio")) return std::optional<std::string>(std::move(name));
   }
-  return std::nullopt;
+  if (error && error != std::errc::no_such_file_or_directory) {
+    return std::unexpected(make_error(error.value(), "list " + dir.string()));
+  }
+  return std::optional<std::string>();
 }
 
-std::optional<unsigned> Sysfs::read_unsigned(const fs::path& file) const {
-  auto line = read_line(file);
-  if (!line) return std::nullopt;
-  unsigned value = 0;
-  auto [end, error] = std::from_chars(line->data(), line->data() + line->size(), value);
-  if (error != std::errc() || end != line->data() + line->size()) return std::nullopt;
-  return value;
+Result<std::optional<unsigned>> Sysfs::sriov_numvfs(const Bdf& bdf) const {
+  return read_count(device_dir(bdf) / "sriov_numvfs");
 }
 
-std::optional<unsigned> Sysfs::sriov_numvfs(const Bdf& bdf) const { return read_unsigned(device_dir(bdf) / "sriov_numvfs"); }
-
-std::optional<Bdf> Sysfs::sriov_vf(const Bdf& pf, unsigned index) const {
-  auto name = link_name(device_dir(pf) / ("virtfn" + std::to_string(index)));
-  if (!name) return std::nullopt;
-  auto bdf = parse_bdf(*name);
-  return bdf ? std::optional<Bdf>(*bdf) : std::nullopt;
+Result<std::optional<unsigned>> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
+  return read_count(device_dir(bdf) / "sriov_totalvfs");
 }
 
-std::optional<Bdf> Sysfs::sriov_pf(const Bdf& vf) const {
-  auto name = link_name(device_dir(vf) / "physfn");
-  if (!name) return std::nullopt;
-  auto bdf = parse_bdf(*name);
-  return bdf ? std::optional<Bdf>(*bdf) : std::nullopt;
+Result<std::optional<Bdf>> Sysfs::sriov_vf(const Bdf& pf, unsigned index) const {
+  return linked_device(device_dir(pf) / ("virtfn" + std::to_string(index)));
 }
 
-std::optional<unsigned> Sysfs::sriov_totalvfs(const Bdf& bdf) const {
-  return read_unsigned(device_dir(bdf) / "sriov_totalvfs");
-}
+Result<std::optional<Bdf>> Sysfs::sriov_pf(const Bdf& vf) const { return linked_device(device_dir(vf) / "physfn"); }
 
 Result<std::vector<PciResource>> parse_pci_resources(std::string_view text) {
   std::vector<PciResource> resources;
@@ -199,18 +232,16 @@ Result<std::vector<PciResource>> parse_pci_resources(std::string_view text) {
 
 Result<std::vector<PciResource>> Sysfs::resources(const Bdf& bdf) const {
   const fs::path file = device_dir(bdf) / "resource";
-  auto text = text::read_file(file);
-  if (!text) return std::unexpected(text.error());
-  auto parsed = parse_pci_resources(*text);
+  VFIOLAB_ASSIGN_OR_RETURN(const std::string text, text::read_file(file));
+  auto parsed = parse_pci_resources(text);
   if (!parsed) parsed.error().operation = fmt::format("parse {}", file.string());
   return parsed;
 }
 
 Result<std::vector<std::byte>> Sysfs::config(const Bdf& bdf) const {
-  auto text = text::read_file(device_dir(bdf) / "config");
-  if (!text) return std::unexpected(text.error());
-  std::vector<std::byte> bytes(text->size());
-  std::memcpy(bytes.data(), text->data(), text->size());
+  VFIOLAB_ASSIGN_OR_RETURN(const std::string text, text::read_file(device_dir(bdf) / "config"));
+  std::vector<std::byte> bytes(text.size());
+  std::memcpy(bytes.data(), text.data(), text.size());
   return bytes;
 }
 

@@ -19,10 +19,9 @@ namespace {
 class vfio_iommufd_setup_test : public testing::Test {
  protected:
   void SetUp() override {
-    auto bdf = parse_bdf(harness::device_bdf());
-    check(bdf);
-    auto cdev = Sysfs().vfio_cdev(*bdf);
-    if (!cdev) GTEST_SKIP() << bdf->str() << " has no VFIO cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)";
+    const Bdf bdf = check(parse_bdf(harness::device_bdf()));
+    auto cdev = check(Sysfs().vfio_cdev(bdf));
+    if (!cdev) GTEST_SKIP() << bdf.str() << " has no VFIO cdev (kernel without CONFIG_VFIO_DEVICE_CDEV?)";
     cdev_path_ = "/dev/vfio/devices/" + *cdev;
     device_.reset(::open(cdev_path_.c_str(), O_RDWR | O_CLOEXEC));
     ASSERT_TRUE(device_) << "open " << cdev_path_ << ": " << std::strerror(errno);

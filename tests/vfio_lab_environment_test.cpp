@@ -48,21 +48,30 @@ void check_device(const Sysfs& sysfs, const Bdf& bdf, std::vector<Check>& checks
     return;
   }
   auto driver = sysfs.driver(bdf);
-  checks.push_back({prefix + ".on_vfio_pci", driver == "vfio-pci",
+  checks.push_back({prefix + ".on_vfio_pci", driver && *driver == "vfio-pci",
                     fmt::format("{} {:04x}:{:04x} driver {}", prefix, sysfs.vendor(bdf).value_or(0),
-                                sysfs.device_id(bdf).value_or(0), driver.value_or("none"))});
+                                sysfs.device_id(bdf).value_or(0),
+                                driver ? driver->value_or("none") : driver.error().message())});
 
-  auto group = sysfs.iommu_group(bdf);
-  if (!group) {
-    checks.push_back({prefix + ".iommu_group", false, "no iommu_group link: is an IOMMU enabled?"});
+  auto read_group = sysfs.iommu_group(bdf);
+  if (!read_group || !*read_group) {
+    checks.push_back({prefix + ".iommu_group", false,
+                      read_group ? "no iommu_group link: is an IOMMU enabled?" : read_group.error().message()});
     return;
   }
-  fs::path group_node = fmt::format("/dev/vfio/{}", *group);
+  const int group = **read_group;
+  fs::path group_node = fmt::format("/dev/vfio/{}", group);
   checks.push_back({prefix + ".group_node", fs::exists(group_node),
-                    fmt::format("iommu group {} (members: {}), {} {}", *group, join(sysfs.iommu_group_members(*group)),
+                    fmt::format("iommu group {} (members: {}), {} {}", group,
+                                join(sysfs.iommu_group_members(group).value_or(std::vector<Bdf>{})),
                                 group_node.string(), fs::exists(group_node) ? "present" : "missing")});
 
-  auto cdev = sysfs.vfio_cdev(bdf);
+  auto read_cdev = sysfs.vfio_cdev(bdf);
+  if (!read_cdev) {
+    checks.push_back({prefix + ".cdev_node", false, read_cdev.error().message()});
+    return;
+  }
+  const auto& cdev = *read_cdev;
   bool cdev_ok = cdev && fs::exists(fs::path("/dev/vfio/devices") / *cdev);
   checks.push_back({prefix + ".cdev_node", cdev_ok,
                     cdev ? fmt::format("/dev/vfio/devices/{} {}", *cdev, cdev_ok ? "present" : "missing")
@@ -126,8 +135,8 @@ int main(int argc, char** argv) {
   }
   for (const auto& bdf : devices) check_device(sysfs, bdf, checks);
   for (const auto& [a, b] : same_group) {
-    auto group_a = sysfs.iommu_group(a);
-    auto group_b = sysfs.iommu_group(b);
+    auto group_a = sysfs.iommu_group(a).value_or(std::nullopt);
+    auto group_b = sysfs.iommu_group(b).value_or(std::nullopt);
     checks.push_back({fmt::format("{}+{}.same_group", a.str(), b.str()), group_a && group_a == group_b,
                       fmt::format("{} in group {}, {} in group {}", a.str(), group_a ? std::to_string(*group_a) : "none",
                                   b.str(), group_b ? std::to_string(*group_b) : "none")});

@@ -34,8 +34,8 @@ class vfio_pci_device_test : public testing::Test {
 
 TEST_F(vfio_pci_device_test, config_space_read_write) {
   Sysfs sysfs;
-  EXPECT_EQ(device_->vendor_id(), sysfs.vendor(device_->bdf()));
-  EXPECT_EQ(device_->device_id(), sysfs.device_id(device_->bdf()));
+  EXPECT_EQ(device_->vendor_id(), check(sysfs.vendor(device_->bdf())));
+  EXPECT_EQ(device_->device_id(), check(sysfs.device_id(device_->bdf())));
 
   const std::uint16_t original = check(device_->command());
   VFIOLAB_ASSERT_OK(device_->set_bus_master(true));

@@ -66,19 +66,19 @@ class SriovFixture {
   void find_vf() {
     Sysfs sysfs;
     pf_ = check(parse_bdf(harness::device_bdf()));
-    const unsigned total = sysfs.sriov_totalvfs(pf_).value_or(0);
+    const unsigned total = check(sysfs.sriov_totalvfs(pf_)).value_or(0);
     if (total == 0) GTEST_SKIP() << pf_.str() << " has no SR-IOV (no sriov_totalvfs, or 0)";
-    if (sysfs.sriov_numvfs(pf_).value_or(0) == 0) {
+    if (check(sysfs.sriov_numvfs(pf_)).value_or(0) == 0) {
       GTEST_SKIP() << pf_.str() << " has no VF enabled (of " << total
                    << "): run this under 'vfio-setup run -d " << pf_.str() << " --vfs 1 -- ...'";
     }
-    auto vf = sysfs.sriov_vf(pf_, 0);
+    auto vf = check(sysfs.sriov_vf(pf_, 0));
     ASSERT_TRUE(vf) << pf_.str() << " has VFs enabled but no virtfn0 link";
     vf_ = *vf;
     // A VF of a PF on vfio-pci lands on vfio-pci itself (vfio-pci sets its
     // driver_override when the VF appears).
-    ASSERT_EQ(sysfs.driver(vf_).value_or("(none)"), "vfio-pci") << "VF " << vf_.str();
-    ASSERT_EQ(sysfs.sriov_pf(vf_), pf_) << "VF " << vf_.str() << "'s physfn link";
+    ASSERT_EQ(check(sysfs.driver(vf_)).value_or("(none)"), "vfio-pci") << "VF " << vf_.str();
+    ASSERT_EQ(check(sysfs.sriov_pf(vf_)), pf_) << "VF " << vf_.str() << "'s physfn link";
   }
 
   // Opens the PF in `iommu` with token A, which makes A its VF token.
@@ -132,8 +132,8 @@ class SriovTokenTest : public testing::TestWithParam<Param>, protected SriovFixt
     if (given == pf_token_) {
       const auto device = check(std::move(vf));
       // It is the VF, opened: its config space reads its own IDs.
-      EXPECT_EQ(device->vendor_id(), Sysfs().vendor(vf_));
-      EXPECT_EQ(device->device_id(), Sysfs().device_id(vf_));
+      EXPECT_EQ(device->vendor_id(), check(Sysfs().vendor(vf_)));
+      EXPECT_EQ(device->device_id(), check(Sysfs().device_id(vf_)));
       return;
     }
     ASSERT_FALSE(vf) << "VF " << vf_.str() << " opened with " << given_text << " although its PF's token is "

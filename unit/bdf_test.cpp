@@ -3,8 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <unistd.h>
 
 namespace vfiolab {
 namespace {
@@ -38,6 +41,13 @@ TEST(Bdf, RejectsMalformedWithAReason) {
   }
 }
 
+// A getter's value, or a failure naming its error.
+template <typename T>
+T value_of(Result<T> result) {
+  EXPECT_TRUE(result) << result.error();
+  return result ? std::move(*result) : T{};
+}
+
 class FakeSysfs : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -64,14 +74,14 @@ TEST_F(FakeSysfs, ReadsIdsDriverGroupAndCdev) {
   Sysfs sysfs(root_);
   Bdf bdf = *parse_bdf("0000:00:04.0");
   EXPECT_TRUE(sysfs.exists(bdf));
-  EXPECT_EQ(sysfs.vendor(bdf), 0x1234);
-  EXPECT_EQ(sysfs.device_id(bdf), 0x11e8);
-  EXPECT_EQ(sysfs.driver(bdf), "vfio-pci");
-  EXPECT_EQ(sysfs.iommu_group(bdf), 5);
-  EXPECT_EQ(sysfs.vfio_cdev(bdf), "vfio3");
-  EXPECT_EQ(sysfs.sriov_numvfs(bdf), 2u);
-  EXPECT_EQ(sysfs.sriov_totalvfs(bdf), 7u);
-  auto members = sysfs.iommu_group_members(5);
+  EXPECT_EQ(value_of(sysfs.vendor(bdf)), 0x1234);
+  EXPECT_EQ(value_of(sysfs.device_id(bdf)), 0x11e8);
+  EXPECT_EQ(value_of(sysfs.driver(bdf)), "vfio-pci");
+  EXPECT_EQ(value_of(sysfs.iommu_group(bdf)), 5);
+  EXPECT_EQ(value_of(sysfs.vfio_cdev(bdf)), "vfio3");
+  EXPECT_EQ(value_of(sysfs.sriov_numvfs(bdf)), 2u);
+  EXPECT_EQ(value_of(sysfs.sriov_totalvfs(bdf)), 7u);
+  auto members = value_of(sysfs.iommu_group_members(5));
   ASSERT_EQ(members.size(), 2u);
   EXPECT_EQ(members[0].str(), "0000:00:03.0");
   EXPECT_EQ(members[1].str(), "0000:00:04.0");
@@ -87,22 +97,94 @@ TEST_F(FakeSysfs, FollowsVirtfnAndPhysfnLinks) {
   fs::create_directory_symlink("../0000:00:14.2", pf / "virtfn1");
   fs::create_directory_symlink("../0000:00:04.0", vf / "physfn");
   Bdf pf_bdf = *parse_bdf("0000:00:04.0");
-  EXPECT_EQ(sysfs.sriov_vf(pf_bdf, 1), parse_bdf("0000:00:14.2").value());
-  EXPECT_FALSE(sysfs.sriov_vf(pf_bdf, 0));
-  EXPECT_EQ(sysfs.sriov_pf(*parse_bdf("0000:00:14.2")), pf_bdf);
-  EXPECT_FALSE(sysfs.sriov_pf(pf_bdf));
+  EXPECT_EQ(value_of(sysfs.sriov_vf(pf_bdf, 1)), parse_bdf("0000:00:14.2").value());
+  EXPECT_EQ(value_of(sysfs.sriov_vf(pf_bdf, 0)), std::nullopt);
+  EXPECT_EQ(value_of(sysfs.sriov_pf(*parse_bdf("0000:00:14.2"))), pf_bdf);
+  EXPECT_EQ(value_of(sysfs.sriov_pf(pf_bdf)), std::nullopt);
 }
 
+// No driver, group, cdev or SR-IOV is a state, not an error; IDs that
+// cannot be there are an error (ENOENT), as is a group that does not exist.
 TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
   Sysfs sysfs(root_);
   Bdf bdf = *parse_bdf("0000:00:05.0");
   EXPECT_FALSE(sysfs.exists(bdf));
-  EXPECT_FALSE(sysfs.vendor(bdf));
-  EXPECT_FALSE(sysfs.driver(bdf));
-  EXPECT_FALSE(sysfs.iommu_group(bdf));
-  EXPECT_FALSE(sysfs.vfio_cdev(bdf));
-  EXPECT_FALSE(sysfs.sriov_numvfs(bdf));
-  EXPECT_TRUE(sysfs.iommu_group_members(99).empty());
+  ASSERT_FALSE(sysfs.vendor(bdf));
+  EXPECT_EQ(sysfs.vendor(bdf).error().errnum, ENOENT);
+  EXPECT_EQ(value_of(sysfs.driver(bdf)), std::nullopt);
+  EXPECT_EQ(value_of(sysfs.iommu_group(bdf)), std::nullopt);
+  EXPECT_EQ(value_of(sysfs.vfio_cdev(bdf)), std::nullopt);
+  EXPECT_EQ(value_of(sysfs.sriov_numvfs(bdf)), std::nullopt);
+  EXPECT_EQ(value_of(sysfs.sriov_totalvfs(bdf)), std::nullopt);
+  ASSERT_FALSE(sysfs.iommu_group_members(99));
+  EXPECT_EQ(sysfs.iommu_group_members(99).error().errnum, ENOENT);
+}
+
+// The error of a getter that should have failed: it names `file` and has
+// errno `errnum` (0 for text that is malformed).
+void expect_error_about(const Error& error, const fs::path& file, int errnum) {
+  EXPECT_EQ(error.errnum, errnum) << error;
+  EXPECT_NE(error.message().find(file.string()), std::string::npos) << error << " does not name " << file;
+}
+
+// Files that exist but cannot be read (a directory where the attribute
+// should be: read() answers EISDIR, even to root) are errors, never "absent".
+TEST_F(FakeSysfs, UnreadableAttributesAreErrorsNamingTheFile) {
+  Sysfs sysfs(root_);
+  const fs::path dev = root_ / "bus/pci/devices/0000:00:04.0";
+  const Bdf bdf = *parse_bdf("0000:00:04.0");
+  for (const char* name : {"vendor", "sriov_numvfs"}) {
+    fs::remove(dev / name);
+    fs::create_directory(dev / name);
+  }
+  auto vendor = sysfs.vendor(bdf);
+  ASSERT_FALSE(vendor);
+  expect_error_about(vendor.error(), dev / "vendor", EISDIR);
+  auto numvfs = sysfs.sriov_numvfs(bdf);
+  ASSERT_FALSE(numvfs);
+  expect_error_about(numvfs.error(), dev / "sriov_numvfs", EISDIR);
+
+  // A `driver` that is no link (readlink: EINVAL), a `vfio-dev` that is no
+  // directory (ENOTDIR).
+  fs::remove(dev / "driver");
+  std::ofstream(dev / "driver") << "vfio-pci\n";
+  auto driver = sysfs.driver(bdf);
+  ASSERT_FALSE(driver);
+  expect_error_about(driver.error(), dev / "driver", EINVAL);
+  fs::remove_all(dev / "vfio-dev");
+  std::ofstream(dev / "vfio-dev") << "";
+  auto cdev = sysfs.vfio_cdev(bdf);
+  ASSERT_FALSE(cdev);
+  expect_error_about(cdev.error(), dev / "vfio-dev", ENOTDIR);
+}
+
+TEST_F(FakeSysfs, MalformedAttributesAreErrorsNamingTheFile) {
+  Sysfs sysfs(root_);
+  const fs::path dev = root_ / "bus/pci/devices/0000:00:04.0";
+  const Bdf bdf = *parse_bdf("0000:00:04.0");
+  std::ofstream(dev / "vendor") << "0x12345\n";
+  std::ofstream(dev / "device") << "11e8\n";
+  std::ofstream(dev / "sriov_totalvfs") << "seven\n";
+  fs::remove(dev / "iommu_group");
+  fs::create_directory_symlink("../../../kernel/iommu_groups/five", dev / "iommu_group");
+  fs::create_directory_symlink("../not-a-device", dev / "virtfn0");
+
+  auto vendor = sysfs.vendor(bdf);
+  ASSERT_FALSE(vendor);
+  expect_error_about(vendor.error(), dev / "vendor", 0);
+  EXPECT_NE(vendor.error().message().find("'0x12345'"), std::string::npos) << vendor.error();
+  auto device = sysfs.device_id(bdf);
+  ASSERT_FALSE(device);
+  expect_error_about(device.error(), dev / "device", 0);
+  auto total = sysfs.sriov_totalvfs(bdf);
+  ASSERT_FALSE(total);
+  expect_error_about(total.error(), dev / "sriov_totalvfs", 0);
+  auto group = sysfs.iommu_group(bdf);
+  ASSERT_FALSE(group);
+  expect_error_about(group.error(), dev / "iommu_group", 0);
+  auto vf = sysfs.sriov_vf(bdf, 0);
+  ASSERT_FALSE(vf);
+  expect_error_about(vf.error(), dev / "virtfn0", 0);
 }
 
 // The edu's resource file as a 6.12 kernel writes it: BAR0 memory, the rest

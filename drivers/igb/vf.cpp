@@ -22,7 +22,7 @@ class VfDriver final : public LoopbackDriver {
  protected:
   // The host checked the consent for its PF; this must be its VF.
   Result<void> may_drive() const override {
-    auto vf = Sysfs().sriov_vf(host_.pf().bdf(), host_.vf());
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vf, Sysfs().sriov_vf(host_.pf().bdf(), host_.vf()));
     if (!vf || *vf != device().bdf()) {
       return std::unexpected(driver_error(
           EINVAL, "igbvf init",

@@ -45,29 +45,40 @@ struct PciResource {
 // The error names the line and what is wrong with it.
 Result<std::vector<PciResource>> parse_pci_resources(std::string_view text);
 
+// What sysfs says about PCI devices. Each getter tells three things apart:
+// the value; a state that is legitimately absent (no driver bound, no IOMMU
+// group, no SR-IOV), as an empty optional inside the Result; and a file that
+// could not be read or says something malformed, as an Error that names the
+// file and carries the errno (errnum 0 for malformed text). A device that is
+// not there at all reads as absent where an absent state exists (driver,
+// group, cdev, SR-IOV) and as an ENOENT error where none does (vendor,
+// device ID): ask exists() first when it matters.
 class Sysfs {
  public:
   explicit Sysfs(std::filesystem::path root = "/sys");
 
   std::filesystem::path device_dir(const Bdf& bdf) const;
   bool exists(const Bdf& bdf) const;
-  std::optional<std::uint16_t> vendor(const Bdf& bdf) const;
-  std::optional<std::uint16_t> device_id(const Bdf& bdf) const;
-  // Name of the bound driver; nullopt when the device has none.
-  std::optional<std::string> driver(const Bdf& bdf) const;
-  std::optional<int> iommu_group(const Bdf& bdf) const;
-  std::vector<Bdf> iommu_group_members(int group) const;
-  // "vfio0" for /dev/vfio/devices/vfio0, when the kernel has VFIO cdev and
-  // the device is on a VFIO driver.
-  std::optional<std::string> vfio_cdev(const Bdf& bdf) const;
-  // SR-IOV: VFs enabled now and the most the device offers; nullopt for a
-  // device without SR-IOV.
-  std::optional<unsigned> sriov_numvfs(const Bdf& bdf) const;
-  std::optional<unsigned> sriov_totalvfs(const Bdf& bdf) const;
-  // The PF's VF number `index` (its virtfnINDEX link), while VFs are enabled.
-  std::optional<Bdf> sriov_vf(const Bdf& pf, unsigned index) const;
-  // A VF's PF (its physfn link); nullopt for a device that is no VF.
-  std::optional<Bdf> sriov_pf(const Bdf& vf) const;
+  Result<std::uint16_t> vendor(const Bdf& bdf) const;
+  Result<std::uint16_t> device_id(const Bdf& bdf) const;
+  // Name of the bound driver; empty when the device has none.
+  Result<std::optional<std::string>> driver(const Bdf& bdf) const;
+  // Empty when the device has no IOMMU group (no IOMMU, or none given yet).
+  Result<std::optional<int>> iommu_group(const Bdf& bdf) const;
+  // The group's devices, sorted; an error for a group that does not exist.
+  Result<std::vector<Bdf>> iommu_group_members(int group) const;
+  // "vfio0" for /dev/vfio/devices/vfio0; empty unless the kernel has VFIO
+  // cdev and the device is on a VFIO driver.
+  Result<std::optional<std::string>> vfio_cdev(const Bdf& bdf) const;
+  // SR-IOV: VFs enabled now and the most the device offers; empty for a
+  // device without SR-IOV (no such file).
+  Result<std::optional<unsigned>> sriov_numvfs(const Bdf& bdf) const;
+  Result<std::optional<unsigned>> sriov_totalvfs(const Bdf& bdf) const;
+  // The PF's VF number `index` (its virtfnINDEX link); empty while VFs are
+  // not enabled or when there are fewer.
+  Result<std::optional<Bdf>> sriov_vf(const Bdf& pf, unsigned index) const;
+  // A VF's PF (its physfn link); empty for a device that is no VF.
+  Result<std::optional<Bdf>> sriov_pf(const Bdf& vf) const;
   // What the PCI core says about the device's BARs and its config space:
   // the `resource` file, and the `config` file's bytes (as many as the
   // kernel lets this user read: all of them for root).
@@ -75,9 +86,6 @@ class Sysfs {
   Result<std::vector<std::byte>> config(const Bdf& bdf) const;
 
  private:
-  std::optional<std::string> read_line(const std::filesystem::path& file) const;
-  std::optional<std::string> link_name(const std::filesystem::path& link) const;
-  std::optional<unsigned> read_unsigned(const std::filesystem::path& file) const;
   std::filesystem::path root_;
 };
 

@@ -19,6 +19,7 @@
 // programs running when it appeared.
 #include "plan.h"
 
+#include "vfiolab/child_process.h"
 #include "vfiolab/ktap.h"
 #include "vfiolab/sysfs.h"
 #include "vfiolab/text.h"
@@ -26,7 +27,6 @@
 
 #include <fmt/format.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -130,15 +130,9 @@ std::vector<std::string> describe_process_group(pid_t group) {
 
 struct Job {
   std::size_t entry = 0;
-  pid_t pid = -1;
-  UniqueFd output;          // read end of the program's stdout and stderr
+  ChildProcess child;
   std::string partial;      // output after the last newline
   std::vector<std::string> lines;
-  Clock::time_point started;
-  Clock::time_point deadline;
-  bool timed_out = false;
-  bool exited = false;
-  int status = 0;
 };
 
 class Runner {
@@ -169,7 +163,8 @@ class Runner {
     Sysfs sysfs;
     auto group_of = [&](const std::string& text) -> std::optional<int> {
       auto bdf = parse_bdf(text);
-      return bdf ? sysfs.iommu_group(*bdf) : std::nullopt;
+      // A group that cannot be read counts as none: the device is its own resource.
+      return bdf ? sysfs.iommu_group(*bdf).value_or(std::nullopt) : std::nullopt;
     };
     std::vector<std::set<std::string>> held;
     for (const auto& entry : plan_) {
@@ -190,38 +185,23 @@ class Runner {
       end_without_running(entry, "4", "not run: " + *why, "ok", " # SKIP " + *why);
       return;
     }
-    int fds[2];
-    Job job;
-    job.entry = entry;
-    if (::pipe2(fds, O_CLOEXEC) != 0) {
-      finish_without_running(entry, fmt::format("pipe: {}", std::strerror(errno)));
-      return;
-    }
-    job.output.reset(fds[0]);
-    UniqueFd write_end(fds[1]);
     kmsg(fmt::format("begin {} {}", entry + 1, e.name));
     progress(fmt::format("start\t{}\t{}", e.name, uptime()));
-    job.pid = ::fork();
-    if (job.pid < 0) {
-      finish_without_running(entry, fmt::format("fork: {}", std::strerror(errno)));
-      return;
-    }
-    if (job.pid == 0) {
-      ::setpgid(0, 0);  // a timeout kills everything the program started
+    // A group of its own: a timeout kills everything the program started.
+    auto child = ChildProcess::start({.timeout = timeout_}, [&] {
       int null = ::open("/dev/null", O_RDONLY);
       ::dup2(null, STDIN_FILENO);
       if (null > STDERR_FILENO) ::close(null);
-      ::dup2(write_end.get(), STDOUT_FILENO);
-      ::dup2(write_end.get(), STDERR_FILENO);
       if (::chdir("/tmp") != 0) _exit(127);
       ::execl("/bin/sh", "sh", "-c", e.command.c_str(), static_cast<char*>(nullptr));
       _exit(127);
+    });
+    if (!child) {
+      finish_without_running(entry, fmt::format("{}: {}", child.error().operation, std::strerror(child.error().errnum)));
+      return;
     }
-    ::setpgid(job.pid, job.pid);
-    job.started = Clock::now();
-    job.deadline = job.started + timeout_;
     scheduler_.started(entry);
-    jobs_.push_back(std::move(job));
+    jobs_.push_back(Job{entry, std::move(*child), {}, {}});
   }
 
   // An entry that ends without running: a SKIP for an unmet +needs, a
@@ -258,55 +238,34 @@ class Runner {
 
   void wait_for_events() {
     if (jobs_.empty()) return;
-    std::vector<pollfd> fds;
-    auto now = Clock::now();
-    auto next = Clock::time_point::max();
-    for (auto& job : jobs_) {
-      fds.push_back({job.output ? job.output.get() : -1, POLLIN, 0});
-      if (!job.timed_out) next = std::min(next, job.deadline);
-    }
-    // A program that closed its output but has not exited yet is looked at
-    // again soon.
-    bool lingering = std::any_of(jobs_.begin(), jobs_.end(), [](const Job& j) { return !j.output; });
-    auto wait = next == Clock::time_point::max() ? std::chrono::milliseconds(1000)
-                                                  : std::chrono::duration_cast<std::chrono::milliseconds>(next - now);
-    if (lingering) wait = std::min(wait, std::chrono::milliseconds(20));
-    int ready = ::poll(fds.data(), fds.size(), static_cast<int>(std::max<long long>(wait.count(), 0)));
-    if (ready < 0 && errno != EINTR) return;
+    std::vector<ChildProcess*> children;
+    for (auto& job : jobs_) children.push_back(&job.child);
+    // Output or the next deadline ends the wait. A program that closed its
+    // output but has not exited yet is looked at again soon.
+    bool lingering = std::any_of(jobs_.begin(), jobs_.end(), [](const Job& j) { return !j.child.output_open(); });
+    bool deadlines = std::any_of(jobs_.begin(), jobs_.end(), [](const Job& j) { return !j.child.timed_out(); });
+    const auto longest = lingering   ? std::chrono::milliseconds(20)
+                         : deadlines ? std::chrono::milliseconds::max()
+                                     : std::chrono::milliseconds(1000);
+    poll_children(children, longest, [&](std::size_t i, std::string_view chunk) { take_output(jobs_[i], chunk); });
 
-    for (std::size_t i = 0; i < jobs_.size(); ++i) {
-      Job& job = jobs_[i];
-      if (job.output && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
-        char chunk[8192];
-        ssize_t got = ::read(job.output.get(), chunk, sizeof chunk);
-        if (got > 0) {
-          take_output(job, std::string_view(chunk, static_cast<std::size_t>(got)));
-        } else if (got == 0 || errno != EINTR) {
-          job.output.reset();
-        }
+    for (auto& job : jobs_) {
+      if (!job.child.timed_out() && job.child.past_deadline()) {
+        for (auto& line : describe_process_group(job.child.pid())) add_line(job, std::move(line));
+        job.child.kill_for_timeout();
       }
-      if (!job.timed_out && Clock::now() >= job.deadline) {
-        job.timed_out = true;
-        for (auto& line : describe_process_group(job.pid)) add_line(job, std::move(line));
-        ::kill(-job.pid, SIGKILL);
-      }
-      if (!job.exited) {
-        int status = 0;
-        if (::waitpid(job.pid, &status, WNOHANG) == job.pid) {
-          job.exited = true;
-          job.status = status;
-        }
-      }
+      // A wait that fails leaves it running: one that timed out is let go as stuck.
+      if (!job.child.exited()) (void)job.child.reap(false);
     }
     for (std::size_t i = 0; i < jobs_.size();) {
-      Job& job = jobs_[i];
+      const ChildProcess& child = jobs_[i].child;
       // Done when it exited and its output is drained (or, after a timeout,
       // when it exited: its children were killed with it).
       // One that SIGKILL did not end within kStuckGrace is stuck in the
       // kernel: reported, and left behind, so the rest of the plan runs.
-      const bool stuck = job.timed_out && !job.exited && Clock::now() >= job.deadline + kStuckGrace;
-      if ((job.exited && (!job.output || job.timed_out)) || stuck) {
-        finish(job);
+      const bool stuck = child.timed_out() && !child.exited() && Clock::now() >= child.deadline() + kStuckGrace;
+      if ((child.exited() && (!child.output_open() || child.timed_out())) || stuck) {
+        finish(jobs_[i]);
         jobs_.erase(jobs_.begin() + static_cast<long>(i));
       } else {
         ++i;
@@ -317,17 +276,19 @@ class Runner {
   void finish(Job& job) {
     if (!job.partial.empty()) add_line(job, std::exchange(job.partial, {}));
     const auto& e = plan_[job.entry];
-    const double seconds = std::chrono::duration<double>(Clock::now() - job.started).count();
-    int code = !job.exited ? -1 : WIFEXITED(job.status) ? WEXITSTATUS(job.status) : 128 + WTERMSIG(job.status);
-    std::string status = job.timed_out ? "timeout" : std::to_string(code);
+    const ChildProcess& child = job.child;
+    const double seconds = std::chrono::duration<double>(Clock::now() - child.started()).count();
+    const int wait_status = child.status();
+    int code = !child.exited() ? -1 : WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status);
+    std::string status = child.timed_out() ? "timeout" : std::to_string(code);
     kmsg(fmt::format("end {} {} exit={}", job.entry + 1, e.name, status));
     progress(fmt::format("end\t{}\t{}\t{:.3f}", e.name, status, seconds));
     scheduler_.finished(job.entry);
 
     std::vector<std::string> block;
     for (const auto& line : job.lines) block.push_back("    " + line);
-    if (job.timed_out) {
-      block.push_back(job.exited ? fmt::format("# {}: killed after {}s", e.name, timeout_.count())
+    if (child.timed_out()) {
+      block.push_back(child.exited() ? fmt::format("# {}: killed after {}s", e.name, timeout_.count())
                                  : fmt::format("# {}: killed after {}s, and still not gone {}s later (stuck in the "
                                                "kernel: see the kernel log)",
                                                e.name, timeout_.count(), kStuckGrace.count()));

@@ -173,8 +173,10 @@ void probe_device(Run& run, Buffers& buffers, IommuMode mode, const std::string&
     VFIOLAB_ASSIGN_OR_RETURN(iommu, Iommu::open(mode));
     VFIOLAB_ASSIGN_OR_RETURN(device, PciDevice::open(bdf_text, iommu));
     Sysfs sysfs;
-    if (device->vendor_id() != sysfs.vendor(device->bdf())) return failure("vendor ID differs from sysfs");
-    if (device->device_id() != sysfs.device_id(device->bdf())) return failure("device ID differs from sysfs");
+    VFIOLAB_ASSIGN_OR_RETURN(const auto vendor, sysfs.vendor(device->bdf()));
+    VFIOLAB_ASSIGN_OR_RETURN(const auto device_id, sysfs.device_id(device->bdf()));
+    if (device->vendor_id() != vendor) return failure("vendor ID differs from sysfs");
+    if (device->device_id() != device_id) return failure("device ID differs from sysfs");
     VFIOLAB_ASSIGN_OR_RETURN(auto ranges, iommu->iova_ranges());
     std::string range_text;
     for (const auto& range : ranges) range_text += fmt::format(" [{:#x}, {:#x}]", range.start, range.last);
@@ -314,7 +316,7 @@ std::optional<std::string> device_not_on_vfio_pci() {
   for (std::filesystem::directory_iterator it("/sys/bus/pci/devices", error), end; !error && it != end;
        it.increment(error)) {
     auto bdf = parse_bdf(it->path().filename().string());
-    if (bdf && sysfs.driver(*bdf) != "vfio-pci") return bdf->str();
+    if (bdf && sysfs.driver(*bdf).value_or(std::nullopt) != "vfio-pci") return bdf->str();
   }
   return std::nullopt;
 }

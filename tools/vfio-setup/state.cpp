@@ -91,13 +91,12 @@ std::string serialize(const DeviceState& state) {
 }
 
 Result<DeviceState> parse_device_state(std::string_view text) {
-  auto values = unseal(text, kDeviceHeader);
-  if (!values) return std::unexpected(values.error());
+  VFIOLAB_ASSIGN_OR_RETURN(auto values, unseal(text, kDeviceHeader));
   DeviceState state;
   for (const char* required : {"bdf", "driver", "driver_override"}) {
-    if (!values->contains(required)) return bad(fmt::format("missing key '{}'", required));
+    if (!values.contains(required)) return bad(fmt::format("missing key '{}'", required));
   }
-  for (auto& [key, value] : *values) {
+  for (auto& [key, value] : values) {
     if (key == "bdf") {
       state.bdf = value;
     } else if (key == "driver") {
@@ -105,9 +104,7 @@ Result<DeviceState> parse_device_state(std::string_view text) {
     } else if (key == "driver_override") {
       state.driver_override = value;
     } else if (key == "sriov_numvfs") {
-      auto count = parse_count(key, value);
-      if (!count) return std::unexpected(count.error());
-      state.sriov_numvfs = *count;
+      VFIOLAB_ASSIGN_OR_RETURN(state.sriov_numvfs, parse_count(key, value));
     } else if (key == "vfio_pci_enable_sriov") {
       if (value != "0" && value != "1") return bad(fmt::format("{} is not 0 or 1: '{}'", key, value));
       state.vfio_pci_enable_sriov = value == "1";
@@ -128,21 +125,19 @@ std::string serialize(const HugepageState& state) {
 }
 
 Result<HugepageState> parse_hugepage_state(std::string_view text) {
-  auto values = unseal(text, kHugepageHeader);
-  if (!values) return std::unexpected(values.error());
+  VFIOLAB_ASSIGN_OR_RETURN(auto values, unseal(text, kHugepageHeader));
   HugepageState state;
-  for (auto& [key, value] : *values) {
-    auto count = parse_count(key, value);
-    if (!count) return std::unexpected(count.error());
+  for (auto& [key, value] : values) {
+    VFIOLAB_ASSIGN_OR_RETURN(const unsigned count, parse_count(key, value));
     if (key == "pages_2m") {
-      state.pages_2m = *count;
+      state.pages_2m = count;
     } else if (key == "pages_1g") {
-      state.pages_1g = *count;
+      state.pages_1g = count;
     } else {
       return bad(fmt::format("unknown key '{}'", key));
     }
   }
-  if (!values->contains("pages_2m") || !values->contains("pages_1g")) return bad("missing a page count");
+  if (!values.contains("pages_2m") || !values.contains("pages_1g")) return bad("missing a page count");
   return state;
 }
 
