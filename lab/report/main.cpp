@@ -8,6 +8,11 @@
 //   vfiolab-lab-report merge --plan FILE --out FILE KTAP...
 //       One KTAP document from those of the machines a run was split over
 //       (merge.h), in the order of the plan file's entries.
+//   vfiolab-lab-report tsc-khz
+//       The rate of this host's time stamp counter in kHz, measured against
+//       CLOCK_MONOTONIC_RAW over 200 ms. Under TCG a guest's TSC is the
+//       host's, and lab/run gives the guest this rate (tsc_early_khz).
+//       Exit 2 on a host that is not x86-64.
 //   vfiolab-lab-report files STREAM FOLDER
 //       Write into FOLDER the files a guest sent back on its files port
 //       (files.h), saying each one's path on stderr, or that it arrived
@@ -52,12 +57,19 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <x86intrin.h>
+#endif
 
 namespace {
 
@@ -361,6 +373,30 @@ int merge(const std::vector<std::string>& args) {
   return 0;
 }
 
+int tsc_khz() {
+#if defined(__x86_64__)
+  // Both ends are read back to back, so a preemption between them shifts
+  // both clocks alike; 200 ms puts the error of one read well under 1 ppm.
+  auto now = [] {
+    timespec at{};
+    ::clock_gettime(CLOCK_MONOTONIC_RAW, &at);
+    return std::pair{__rdtsc(), static_cast<double>(at.tv_sec) * 1e9 + static_cast<double>(at.tv_nsec)};
+  };
+  const auto [tsc_start, ns_start] = now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const auto [tsc_stop, ns_stop] = now();
+  if (ns_stop <= ns_start || tsc_stop <= tsc_start) {
+    fmt::print(stderr, "vfiolab-lab-report tsc-khz: the clocks did not advance\n");
+    return 2;
+  }
+  fmt::print("{:.0f}\n", static_cast<double>(tsc_stop - tsc_start) / (ns_stop - ns_start) * 1e6);
+  return 0;
+#else
+  fmt::print(stderr, "vfiolab-lab-report tsc-khz: this host has no x86 time stamp counter\n");
+  return 2;
+#endif
+}
+
 int files(const std::string& stream_path, const std::string& folder) {
   auto stream = text::read_file(stream_path);
   if (!stream) {
@@ -410,6 +446,7 @@ int usage() {
              "usage: vfiolab-lab-report follow [--verbose] [--label NAME] [--timing FILE] [--tests FILE]\n"
              "       vfiolab-lab-report merge --plan FILE --out FILE KTAP...\n"
              "       vfiolab-lab-report files STREAM FOLDER\n"
+             "       vfiolab-lab-report tsc-khz\n"
              "       vfiolab-lab-report summarize --ktap FILE --kernel-log FILE... [--junit FILE] [--note TEXT]...\n"
              "       vfiolab-lab-report expect --ktap FILE --kernel-log FILE... --expect FILE [--draft FILE] [--part] "
              "[--note TEXT]...\n"
@@ -438,6 +475,10 @@ int main(int argc, char** argv) {
     return follow(verbose, label, timing, tests);
   }
   if (args[0] == "merge") return merge(std::vector<std::string>(args.begin() + 1, args.end()));
+  if (args[0] == "tsc-khz") {
+    if (args.size() != 1) return usage();
+    return tsc_khz();
+  }
   if (args[0] == "files") {
     if (args.size() != 3) return usage();
     return files(args[1], args[2]);
