@@ -44,8 +44,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   }
 
-  // A draft for the run always parses.
+  // A draft for the run parses, and the run held against it differs only
+  // in its failures, which the draft leaves to a person.
   const auto draft = lab::parse_expectations(lab::draft_expectations(run));
   require(draft.has_value(), "a draft of a run's expectations parses");
+  const lab::Verdict verdict = lab::check(run, *draft);
+  const auto of = [&](ktap::Outcome outcome) {
+    return static_cast<std::size_t>(
+        std::count_if(run.begin(), run.end(), [&](const lab::Leaf& leaf) { return leaf.outcome == outcome; }));
+  };
+  require(verdict.problems.size() == of(ktap::Outcome::fail), "a run differs from its draft only in failures");
+  require(static_cast<std::size_t>(verdict.skipped) == of(ktap::Outcome::skip), "every SKIP holds against its draft");
   return 0;
 }

@@ -207,5 +207,16 @@ TEST(LabExpect, EveryIdIsOneWordSoADraftParsesAndHolds) {
   EXPECT_EQ(verdict.skipped, 4);
 }
 
+// Found by fuzz/expect.cpp: the draft wrote a SKIP without a reason as
+// "(no reason given)", which the run's empty reason then did not match.
+TEST(LabExpect, ASkipWithoutAReasonHoldsAgainstItsDraft) {
+  const auto run = leaves(ktap::parse("KTAP version 1\n1..1\nok 1 t # SKIP\n"));
+  ASSERT_EQ(run.size(), 1u);
+  EXPECT_EQ(run[0].reason, "(no reason given)");
+  const auto verdict = check(run, parsed(draft_expectations(run)));
+  EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
+  EXPECT_EQ(verdict.skipped, 1);
+}
+
 }  // namespace
 }  // namespace vfiolab::lab

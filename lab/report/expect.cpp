@@ -30,6 +30,10 @@ std::string id_word(std::string_view name) {
   return word;
 }
 
+// What stands for the reason of a SKIP that gave none: an expectations
+// line must say one.
+constexpr std::string_view kNoReason = "(no reason given)";
+
 void collect(const std::vector<ktap::Result>& results, const std::string& parent, std::vector<Leaf>& out) {
   std::set<std::string> taken;
   for (const auto& result : results) {
@@ -46,7 +50,9 @@ void collect(const std::vector<ktap::Result>& results, const std::string& parent
       for (const auto& subtest : result.subtests) failed_below += ktap::count(subtest).failed;
       if (outcome != ktap::Outcome::fail || failed_below > 0) continue;
     }
-    out.push_back({id, outcome, outcome == ktap::Outcome::skip ? result.reason : std::string()});
+    std::string reason;
+    if (outcome == ktap::Outcome::skip) reason = result.reason.empty() ? std::string(kNoReason) : result.reason;
+    out.push_back({id, outcome, std::move(reason)});
   }
 }
 
@@ -181,7 +187,7 @@ std::string draft_expectations(const std::vector<Leaf>& run) {
   std::string text;
   for (const auto& leaf : run) {
     if (leaf.outcome == ktap::Outcome::skip) {
-      text += fmt::format("skip {} {}\n", leaf.id, leaf.reason.empty() ? "(no reason given)" : leaf.reason);
+      text += fmt::format("skip {} {}\n", leaf.id, leaf.reason);
     } else if (leaf.outcome == ktap::Outcome::fail) {
       text += fmt::format("# failed: fail {} EVIDENCE (confirm, then write the evidence and uncomment)\n", leaf.id);
     }

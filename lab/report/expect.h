@@ -39,7 +39,7 @@ namespace vfiolab::lab {
 struct Leaf {
   std::string id;
   ktap::Outcome outcome = ktap::Outcome::pass;
-  std::string reason;  // a SKIP's reason
+  std::string reason;  // a SKIP's reason; "(no reason given)" when it gave none
 };
 
 // Every test of the run, in document order. Each ID is one word that an
