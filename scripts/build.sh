@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Configure, build and stage vfiolab against a kernel's uAPI headers.
 #
-#   scripts/build.sh [--build-dir DIR] [--uapi INCLUDE_DIR] [CMAKE_ARG...]
+#   scripts/build.sh [--build-dir DIR] [--uapi INCLUDE_DIR] [--target T]... [CMAKE_ARG...]
 #
-# Without --uapi, the headers of Debian's linux-source-6.12 are installed
+# --target builds only T (and what it needs), and stages nothing: how
+# scripts/fuzz builds its targets with clang. Without --uapi, the headers of Debian's linux-source-6.12 are installed
 # into the lab cache (lab/kernel.sh --headers-only) and used. Programs for the
 # lab (the install component "guest") are staged in BUILD_DIR/stage. Default
 # BUILD_DIR: build/main.
@@ -13,17 +14,20 @@
 # paths inside the checkout hashed relative to it, so that another checkout
 # of the same sources (a clean clone in CI, scripts/check-paths' copies)
 # compiles only what differs. VFIOLAB_CCACHE=0 compiles without it.
+# VFIOLAB_JOBS: parallel compiles (default: one more than the processors).
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$top/lab/common.sh"
 build_dir="$top/build/main"
 uapi=""
+targets=()
 cmake_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --build-dir) build_dir=$(realpath -m "$2"); shift 2 ;;
         --uapi) uapi=$(realpath "$2"); shift 2 ;;
+        --target) targets+=(--target "$2"); shift 2 ;;
         *) cmake_args+=("$1"); shift ;;
     esac
 done
@@ -47,6 +51,7 @@ werror=OFF
 cmake -S "$top" -B "$build_dir" -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" \
     -DVFIOLAB_UAPI_INCLUDE="$uapi" -DVFIOLAB_WERROR="$werror" "${launcher[@]}" \
     ${cmake_args[@]+"${cmake_args[@]}"} >/dev/null
-cmake --build "$build_dir" -j"$(( $(nproc) + 1 ))"
+cmake --build "$build_dir" -j"${VFIOLAB_JOBS:-$(( $(nproc) + 1 ))}" ${targets[@]+"${targets[@]}"}
+[ ${#targets[@]} -eq 0 ] || exit 0
 rm -rf "$build_dir/stage"
 cmake --install "$build_dir" --prefix "$build_dir/stage" --component guest >/dev/null

@@ -14,6 +14,9 @@ packages=(
     qemu-system-x86 busybox-static
     # the kernel's own VFIO selftests, linked statically (lab/run --kernel-selftests)
     uuid-dev
+    # the fuzz targets (scripts/fuzz): clang 19, the first whose C++20 concepts
+    # libstdc++ 12's std::expected accepts, and its libFuzzer and sanitizers
+    clang-19 libclang-rt-19-dev
     # the Debian package (scripts/package-deb) and the man pages' checks
     dpkg-dev debhelper man-db groff-base
 )

@@ -56,7 +56,7 @@ TEST(LabExpect, LeavesAreTestsWithPathsAndUniqueNames) {
   EXPECT_EQ(run[1].outcome, ktap::Outcome::fail);
   EXPECT_EQ(run[2].id, "driver:edu/reset");
   EXPECT_EQ(run[2].reason, "the device has no reset");
-  EXPECT_EQ(run[3].id, "driver:edu/copy.type1 #2");
+  EXPECT_EQ(run[3].id, "driver:edu/copy.type1#2");
   EXPECT_EQ(run[4].id, "probe/open");
   // The program failed with no failing test: it stands for itself.
   EXPECT_EQ(run[5].id, "probe");
@@ -185,6 +185,37 @@ TEST(LabExpect, DraftListsSkipsAndLeavesFailuresToAPerson) {
   auto verdict = check(run_leaves(), parsed(draft));
   EXPECT_EQ(verdict.skipped, 2);
   EXPECT_EQ(verdict.problems.size(), 2u);
+}
+
+// Found by fuzz/expect.cpp: a draft named repeated tests "prog #2/t" and
+// tests with spaces in their names as they were, which no expectations line
+// can name, so the draft did not parse (or parsed to other IDs).
+TEST(LabExpect, EveryIdIsOneWordSoADraftParsesAndHolds) {
+  const auto run = leaves(ktap::parse(
+      "KTAP version 1\n1..4\n"
+      "    ok 1 t # SKIP no device\nok 1 prog\n"
+      "    ok 1 t # SKIP no device\nok 2 prog\n"
+      "ok 3 selftests: vfio: a/b # SKIP not built\n"
+      "ok 4 # SKIP no name\n"));
+  ASSERT_EQ(run.size(), 4u);
+  EXPECT_EQ(run[0].id, "prog/t");
+  EXPECT_EQ(run[1].id, "prog#2/t");
+  EXPECT_EQ(run[2].id, "selftests:_vfio:_a_b");
+  EXPECT_EQ(run[3].id, "(unnamed)");
+  const auto verdict = check(run, parsed(draft_expectations(run)));
+  EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
+  EXPECT_EQ(verdict.skipped, 4);
+}
+
+// Found by fuzz/expect.cpp: the draft wrote a SKIP without a reason as
+// "(no reason given)", which the run's empty reason then did not match.
+TEST(LabExpect, ASkipWithoutAReasonHoldsAgainstItsDraft) {
+  const auto run = leaves(ktap::parse("KTAP version 1\n1..1\nok 1 t # SKIP\n"));
+  ASSERT_EQ(run.size(), 1u);
+  EXPECT_EQ(run[0].reason, "(no reason given)");
+  const auto verdict = check(run, parsed(draft_expectations(run)));
+  EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
+  EXPECT_EQ(verdict.skipped, 1);
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
 #include <map>
+#include <set>
 
 namespace vfiolab::lab {
 namespace {
@@ -17,11 +19,27 @@ std::unexpected<Error> bad(std::string what) {
 using text::next_word;
 using text::trim;
 
+// A test's name as one word of an ID, which an expectations line can name:
+// white space and '/' become '_', and no name becomes "(unnamed)".
+std::string id_word(std::string_view name) {
+  if (name.empty()) return "(unnamed)";
+  std::string word(name);
+  for (char& c : word) {
+    if (c == '/' || std::isspace(static_cast<unsigned char>(c))) c = '_';
+  }
+  return word;
+}
+
+// What stands for the reason of a SKIP that gave none: an expectations
+// line must say one.
+constexpr std::string_view kNoReason = "(no reason given)";
+
 void collect(const std::vector<ktap::Result>& results, const std::string& parent, std::vector<Leaf>& out) {
-  std::map<std::string, int> seen;
+  std::set<std::string> taken;
   for (const auto& result : results) {
-    std::string name = result.name;
-    if (int n = ++seen[name]; n > 1) name += fmt::format(" #{}", n);
+    const std::string word = id_word(result.name);
+    std::string name = word;
+    for (int n = 2; !taken.insert(name).second; ++n) name = fmt::format("{}#{}", word, n);
     const std::string id = parent.empty() ? name : parent + "/" + name;
     const ktap::Outcome outcome = ktap::outcome(result);
     collect(result.subtests, id, out);
@@ -32,7 +50,9 @@ void collect(const std::vector<ktap::Result>& results, const std::string& parent
       for (const auto& subtest : result.subtests) failed_below += ktap::count(subtest).failed;
       if (outcome != ktap::Outcome::fail || failed_below > 0) continue;
     }
-    out.push_back({id, outcome, outcome == ktap::Outcome::skip ? result.reason : std::string()});
+    std::string reason;
+    if (outcome == ktap::Outcome::skip) reason = result.reason.empty() ? std::string(kNoReason) : result.reason;
+    out.push_back({id, outcome, std::move(reason)});
   }
 }
 
@@ -167,7 +187,7 @@ std::string draft_expectations(const std::vector<Leaf>& run) {
   std::string text;
   for (const auto& leaf : run) {
     if (leaf.outcome == ktap::Outcome::skip) {
-      text += fmt::format("skip {} {}\n", leaf.id, leaf.reason.empty() ? "(no reason given)" : leaf.reason);
+      text += fmt::format("skip {} {}\n", leaf.id, leaf.reason);
     } else if (leaf.outcome == ktap::Outcome::fail) {
       text += fmt::format("# failed: fail {} EVIDENCE (confirm, then write the evidence and uncomment)\n", leaf.id);
     }

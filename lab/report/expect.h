@@ -39,11 +39,13 @@ namespace vfiolab::lab {
 struct Leaf {
   std::string id;
   ktap::Outcome outcome = ktap::Outcome::pass;
-  std::string reason;  // a SKIP's reason
+  std::string reason;  // a SKIP's reason; "(no reason given)" when it gave none
 };
 
-// Every test of the run, in document order. A name that repeats under one
-// parent gets " #2", " #3"... so each ID is unique.
+// Every test of the run, in document order. Each ID is one word that an
+// expectations line can name: white space and '/' in a test's name become
+// '_', a test without a name is "(unnamed)", and a name that repeats under
+// one parent gets "#2", "#3"... so each ID is unique.
 std::vector<Leaf> leaves(const ktap::Document& document);
 
 struct Expectation {
