@@ -76,20 +76,23 @@ bool Sysfs::exists(const Bdf& bdf) const {
 
 namespace {
 
-// The first line of a sysfs attribute, without its trailing whitespace.
-Result<std::string> read_line(const fs::path& file) {
-  VFIOLAB_ASSIGN_OR_RETURN(std::string line, text::read_file(file));
+// The first line of a sysfs attribute's text, without its trailing whitespace.
+std::string first_line(std::string line) {
   line.erase(std::min(line.find('\n'), line.size()));
   while (!line.empty() && std::isspace(static_cast<unsigned char>(line.back()))) line.pop_back();
   return line;
 }
 
+Result<std::string> read_line(const fs::path& file) {
+  VFIOLAB_ASSIGN_OR_RETURN(std::string text, text::read_file(file));
+  return first_line(std::move(text));
+}
+
 // read_line(), or empty when the file does not exist.
 Result<std::optional<std::string>> read_line_if_present(const fs::path& file) {
-  auto line = read_line(file);
-  if (line) return std::optional<std::string>(std::move(*line));
-  if (line.error().errnum == ENOENT) return std::optional<std::string>();
-  return std::unexpected(std::move(line.error()));
+  VFIOLAB_ASSIGN_OR_RETURN(auto text, text::read_file_if_present(file));
+  if (!text) return std::optional<std::string>();
+  return std::optional<std::string>(first_line(std::move(*text)));
 }
 
 // The last component of a link's target; empty when there is no link.

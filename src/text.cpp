@@ -55,6 +55,13 @@ Result<std::string> read_file(const std::filesystem::path& file) {
   }
 }
 
+Result<std::optional<std::string>> read_file_if_present(const std::filesystem::path& file) {
+  auto bytes = read_file(file);
+  if (bytes) return std::optional<std::string>(std::move(*bytes));
+  if (bytes.error().errnum == ENOENT) return std::optional<std::string>();
+  return std::unexpected(std::move(bytes.error()));
+}
+
 Result<std::string_view> option_value(int argc, char* const* argv, int& at) {
   if (at + 1 >= argc) return std::unexpected(make_error(0, fmt::format("{} needs a value", argv[at])));
   return std::string_view(argv[++at]);

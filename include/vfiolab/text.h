@@ -6,6 +6,7 @@
 #include "vfiolab/error.h"
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,9 @@ std::string_view next_word(std::string_view& text);
 
 // A whole file's bytes; the error names the file and carries the errno.
 Result<std::string> read_file(const std::filesystem::path& file);
+// read_file(), or nothing when the file does not exist (ENOENT); any other
+// failure is still an error, never "absent".
+Result<std::optional<std::string>> read_file_if_present(const std::filesystem::path& file);
 
 // Command-line values, for every program (test programs, the probe, the
 // plan runner, vfio-setup: all link this library). Each error's message is

@@ -27,12 +27,6 @@ fs::path state_dir() {
 fs::path state_file(const std::string& bdf) { return state_dir() / (bdf + ".state"); }
 fs::path hugepage_state_file() { return state_dir() / "hugepages.state"; }
 
-Result<std::optional<std::string>> read_if_present(const fs::path& path) {
-  auto text = text::read_file(path);
-  if (text) return std::optional<std::string>(std::move(*text));
-  if (text.error().errnum == ENOENT) return std::optional<std::string>();
-  return std::unexpected(text.error());
-}
 
 std::string trimmed(std::string text) {
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
@@ -87,7 +81,7 @@ std::string driver_or_none(const std::optional<std::string>& driver) { return dr
 
 Result<std::optional<DeviceState>> load_state(const std::string& bdf) {
   const fs::path file = state_file(bdf);
-  auto text = read_if_present(file);
+  auto text = text::read_file_if_present(file);
   if (!text) return std::unexpected(on_device(bdf, "load state", text.error()));
   if (!*text) return std::nullopt;
   auto state = parse_device_state(**text);

@@ -32,10 +32,6 @@ std::filesystem::path state_dir();
 std::filesystem::path state_file(const std::string& bdf);
 std::filesystem::path hugepage_state_file();
 
-// A file's text; nullopt when it does not exist (a state file: nothing was
-// recorded). Any other failure is an error, never "nothing recorded".
-Result<std::optional<std::string>> read_if_present(const std::filesystem::path& path);
-
 // `text` without its trailing newlines and spaces.
 std::string trimmed(std::string text);
 

@@ -3,6 +3,8 @@
 #include "commands.h"
 #include "common.h"
 
+#include "vfiolab/text.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -20,7 +22,7 @@ fs::path nr_hugepages(unsigned kib) {
 // such pool.
 Result<std::optional<unsigned>> pool_pages(unsigned kib) {
   const fs::path file = nr_hugepages(kib);
-  VFIOLAB_ASSIGN_OR_RETURN(const auto text, read_if_present(file));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto text, text::read_file_if_present(file));
   if (!text) return std::optional<unsigned>();
   VFIOLAB_ASSIGN_OR_RETURN(const unsigned count, parse_count(*text, "read " + file.string()));
   return std::optional<unsigned>(count);
@@ -68,7 +70,7 @@ int command_hugepages(const std::vector<std::string>& args) {
   const fs::path state_path = hugepage_state_file();
 
   if (release) {
-    auto text = read_if_present(state_path);
+    auto text = text::read_file_if_present(state_path);
     if (!text) {
       say(text.error());
       return kExitFailed;

@@ -4,6 +4,8 @@
 #include "commands.h"
 #include "common.h"
 
+#include "vfiolab/text.h"
+
 #include <fmt/format.h>
 
 namespace vfiolab::setup {
@@ -12,7 +14,7 @@ namespace {
 
 // vfio-pci's enable_sriov now; nullopt for a kernel without the parameter.
 Result<std::optional<bool>> read_enable_sriov() {
-  VFIOLAB_ASSIGN_OR_RETURN(const auto text, read_if_present(kVfioPciEnableSriov));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto text, text::read_file_if_present(kVfioPciEnableSriov));
   if (!text) return std::optional<bool>();
   const std::string value = trimmed(*text);
   return std::optional<bool>(value == "Y" || value == "1");
