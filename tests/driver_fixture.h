@@ -287,6 +287,35 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   }
   Result<void> faulting_copy_again() { return blocked_copy_again(src_->region.iova, dst_->region.iova, size_); }
 
+  // After a copy warmed the source's translation: the source unmapped and
+  // filled anew, the destination filled with kPattern, and a copy from the
+  // source once more, which the IOMMU must block. None of the source's data
+  // may arrive whatever the copy returned, a copy that reported its failure
+  // must change nothing, no interrupt may fire (`what` names the copy), and
+  // the fault must be caught. The source stays unmapped.
+  void expect_read_from_unmapped_source_blocked(std::string_view what) {
+    ASSERT_EQ(check(iommu_->unmap(src_->region)), src_->region.size);
+    fill_random(src_->bytes());
+    std::memset(dst_->memory.bytes(), static_cast<int>(kPattern), size_);
+    drain_interrupts();
+
+    auto witness = fault_witness();
+    auto copied = driver_->memcpy(src_->region.iova, dst_->region.iova, size_);
+    const auto src = src_->bytes().first(size_);
+    const auto dst = dst_->bytes().first(size_);
+    for (std::size_t at = 0; at < size_; at += 64) {
+      ASSERT_NE(std::memcmp(dst.data() + at, src.data() + at, std::min<std::size_t>(64, size_ - at)), 0)
+          << "data from the unmapped source reached the destination at offset " << at;
+    }
+    if (!copied) {
+      EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](std::byte b) { return b == kPattern; }))
+          << "the destination changed although the copy failed";
+    }
+    ASSERT_TRUE(blocked_copy_ran(copied));
+    expect_no_interrupt(what);
+    witness.expect_caught(src_->region.iova, size_, [&] { return faulting_copy_again(); });
+  }
+
   void copy_and_verify(std::uint64_t size) {
     fill_random(src_->bytes().first(size));
     std::memset(dst_->memory.bytes(), 0, size);

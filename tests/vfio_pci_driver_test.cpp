@@ -16,22 +16,6 @@ constexpr auto kStormBudget = 2s;
 // Long enough for edu's copies, 200 ms each under TCG.
 VFIOLAB_TEST_TIMEOUT(storm_timeout, "vfio_pci_driver_test", 120);
 
-// After a copy the IOMMU had to block, from `src` (its IOVA unmapped after
-// the device had read it, its memory filled anew) into `dst` (filled with
-// kPattern): none of the source's data arrived, whatever the copy returned,
-// and a copy that reported its failure changed nothing.
-void expect_source_kept_out(std::span<const std::byte> src, std::span<const std::byte> dst,
-                            const Result<void>& copied) {
-  for (std::size_t at = 0; at < dst.size(); at += 64) {
-    ASSERT_NE(std::memcmp(dst.data() + at, src.data() + at, std::min<std::size_t>(64, dst.size() - at)), 0)
-        << "data from the unmapped source reached the destination at offset " << at;
-  }
-  if (!copied) {
-    EXPECT_TRUE(std::all_of(dst.begin(), dst.end(), [](std::byte b) { return b == kPattern; }))
-        << "the destination changed although the copy failed";
-  }
-}
-
 TEST_P(vfio_pci_driver_test, init_remove) {
   auto again = driver_->init(region_->region);
   ASSERT_FALSE(again) << "init of an initialised driver succeeded";
@@ -127,17 +111,7 @@ TEST_P(vfio_pci_driver_boundary_test, memcpy_across_mapping_boundaries) {
 // the copy warms the translation, the unmap must invalidate it.
 TEST_P(vfio_pci_driver_test, memcpy_from_unmapped_iova) {
   copy_and_verify(size_);
-  ASSERT_EQ(check(iommu_->unmap(src_->region)), src_->region.size);
-  fill_random(src_->bytes());
-  std::memset(dst_->memory.bytes(), static_cast<int>(kPattern), size_);
-  drain_interrupts();
-
-  auto witness = fault_witness();
-  auto copied = driver_->memcpy(src_->region.iova, dst_->region.iova, size_);
-  ASSERT_NO_FATAL_FAILURE(expect_source_kept_out(src_->bytes().first(size_), dst_->bytes().first(size_), copied));
-  ASSERT_TRUE(blocked_copy_ran(copied));
-  expect_no_interrupt("the failed copy");
-  witness.expect_caught(src_->region.iova, size_, [&] { return faulting_copy_again(); });
+  expect_read_from_unmapped_source_blocked("the failed copy");
 }
 
 // The IOMMU must stop a write to an IOVA that was mapped and no longer is.
@@ -186,16 +160,7 @@ TEST_P(vfio_pci_driver_test, mix_and_match) {
     ASSERT_EQ(std::memcmp(src_->memory.bytes(), dst_->memory.bytes(), size_), 0) << "round " << round;
 
     if (round == 1) {  // once: each fault costs a share of the kernel's fault-message rate limit
-      ASSERT_EQ(check(iommu_->unmap(src_->region)), src_->region.size);
-      fill_random(src_->bytes().first(size_));
-      std::memset(dst_->memory.bytes(), static_cast<int>(kPattern), size_);
-      drain_interrupts();
-      auto witness = fault_witness();
-      auto blocked = driver_->memcpy(src_->region.iova, dst_->region.iova, size_);
-      ASSERT_NO_FATAL_FAILURE(expect_source_kept_out(src_->bytes().first(size_), dst_->bytes().first(size_), blocked));
-      ASSERT_TRUE(blocked_copy_ran(blocked));
-      expect_no_interrupt("the blocked copy");
-      witness.expect_caught(src_->region.iova, size_, [&] { return faulting_copy_again(); });
+      ASSERT_NO_FATAL_FAILURE(expect_read_from_unmapped_source_blocked("the blocked copy"));
       check(iommu_->map(src_->region));  // for the rounds after: the device works on after its fault
     }
     // Smaller copies at an offset.
