@@ -92,7 +92,8 @@ Result<std::unique_ptr<PciDevice>> PciDevice::open(std::string_view bdf_text, st
                                                    const std::optional<VfToken>& vf_token) {
   VFIOLAB_ASSIGN_OR_RETURN(const Bdf bdf, parse_bdf(bdf_text));
   Sysfs sysfs;
-  if (!sysfs.exists(bdf)) {
+  VFIOLAB_ASSIGN_OR_RETURN(const bool present, sysfs.exists(bdf));
+  if (!present) {
     return std::unexpected(make_error(
         0, "PciDevice::open", fmt::format("no PCI device {} ({} does not exist)", bdf.str(), sysfs.device_dir(bdf).string())));
   }

@@ -69,9 +69,11 @@ Sysfs::Sysfs(fs::path root) : root_(std::move(root)) {}
 
 fs::path Sysfs::device_dir(const Bdf& bdf) const { return root_ / "bus/pci/devices" / bdf.str(); }
 
-bool Sysfs::exists(const Bdf& bdf) const {
+Result<bool> Sysfs::exists(const Bdf& bdf) const {
   std::error_code error;
-  return fs::exists(device_dir(bdf), error);
+  const bool there = fs::exists(device_dir(bdf), error);
+  if (error) return std::unexpected(make_error(error.value(), "stat " + device_dir(bdf).string()));
+  return there;
 }
 
 namespace {

@@ -43,7 +43,12 @@ std::string join(const std::vector<Bdf>& bdfs) {
 
 void check_device(const Sysfs& sysfs, const Bdf& bdf, std::vector<Check>& checks) {
   const std::string prefix = bdf.str();
-  if (!sysfs.exists(bdf)) {
+  auto present = sysfs.exists(bdf);
+  if (!present) {
+    checks.push_back({prefix + ".present", false, present.error().message()});
+    return;
+  }
+  if (!*present) {
     checks.push_back({prefix + ".present", false, fmt::format("{} does not exist", sysfs.device_dir(bdf).string())});
     return;
   }

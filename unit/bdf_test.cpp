@@ -73,7 +73,7 @@ class FakeSysfs : public ::testing::Test {
 TEST_F(FakeSysfs, ReadsIdsDriverGroupAndCdev) {
   Sysfs sysfs(root_);
   Bdf bdf = *parse_bdf("0000:00:04.0");
-  EXPECT_TRUE(sysfs.exists(bdf));
+  EXPECT_TRUE(check(sysfs.exists(bdf)));
   EXPECT_EQ(value_of(sysfs.vendor(bdf)), 0x1234);
   EXPECT_EQ(value_of(sysfs.device_id(bdf)), 0x11e8);
   EXPECT_EQ(value_of(sysfs.driver(bdf)), "vfio-pci");
@@ -103,12 +103,25 @@ TEST_F(FakeSysfs, FollowsVirtfnAndPhysfnLinks) {
   EXPECT_EQ(value_of(sysfs.sriov_pf(pf_bdf)), std::nullopt);
 }
 
+// A device folder that cannot be looked at (here a link loop, ELOOP; in
+// the kernel's error paths an ENOMEM) is neither there nor absent: an error
+// naming the folder (vfio-setup restore dropped a device's state on it).
+TEST_F(FakeSysfs, ExistsReportsAFolderItCannotLookAt) {
+  Sysfs sysfs(root_);
+  const fs::path loop = root_ / "bus/pci/devices/0000:00:06.0";
+  fs::create_symlink(loop, loop);
+  auto present = sysfs.exists(*parse_bdf("0000:00:06.0"));
+  ASSERT_FALSE(present);
+  EXPECT_EQ(present.error().errnum, ELOOP);
+  EXPECT_NE(present.error().message().find(loop.string()), std::string::npos) << present.error().message();
+}
+
 // No driver, group, cdev or SR-IOV is a state, not an error; IDs that
 // cannot be there are an error (ENOENT), as is a group that does not exist.
 TEST_F(FakeSysfs, AbsentDeviceGivesNothing) {
   Sysfs sysfs(root_);
   Bdf bdf = *parse_bdf("0000:00:05.0");
-  EXPECT_FALSE(sysfs.exists(bdf));
+  EXPECT_FALSE(check(sysfs.exists(bdf)));
   ASSERT_FALSE(sysfs.vendor(bdf));
   EXPECT_EQ(sysfs.vendor(bdf).error().errnum, ENOENT);
   EXPECT_EQ(value_of(sysfs.driver(bdf)), std::nullopt);

@@ -132,5 +132,31 @@ TEST(KernelLogScan, RunawayReportIsBounded) {
   EXPECT_LE(findings[0].lines.size(), 80u);
 }
 
+// The lab's init copies a kmemleak scan to the console after the plan:
+// each object is a report of its own, belonging to the programs its comm
+// starts (after every program ended); a kernel thread's leak to none.
+TEST(KernelLogScan, KmemleakObjectsEachAReportOfTheProgramThatAllocated) {
+  auto findings = scan(
+      "[ 1.0] vfiolab: begin 1 vfio_fail_nth_test:map\n"
+      "[ 1.1] vfiolab: begin 2 vfio_pci_device_test:edu\n"
+      "[ 2.0] vfiolab: end 1 vfio_fail_nth_test:map exit=0\n"
+      "[ 2.1] vfiolab: end 2 vfio_pci_device_test:edu exit=0\n"
+      "kmemleak: unreferenced object 0xffff888100a2e000 (size 64):\n"
+      "kmemleak:   comm \"vfio_fail_nth_t\", pid 123, jiffies 4294937296\n"
+      "kmemleak:   backtrace (crc 0):\n"
+      "kmemleak:     [<ffffffff81234567>] kmalloc_trace+0x1/0x2\n"
+      "kmemleak: unreferenced object 0xffff888100a2f000 (size 32):\n"
+      "kmemleak:   comm \"kworker/0:1\", pid 7, jiffies 4294937300\n"
+      "lab: kmemleak: 2 leaks\n");
+  ASSERT_EQ(findings.size(), 2u);
+  EXPECT_EQ(findings[0].kind, Kind::kmemleak);
+  EXPECT_EQ(findings[0].program, "vfio_fail_nth_test:map");
+  EXPECT_EQ(findings[0].lines.size(), 4u);
+  EXPECT_EQ(findings[1].kind, Kind::kmemleak);
+  EXPECT_EQ(findings[1].program, "");
+  EXPECT_EQ(findings[1].lines.size(), 2u);
+}
+
 }  // namespace
 }  // namespace vfiolab::kernel_log
+

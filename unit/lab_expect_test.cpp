@@ -162,7 +162,7 @@ TEST(LabExpect, APartStillFailsOnEveryDifferenceInWhatRan) {
 TEST(LabExpect, BadFilesAreRefusedWithTheLine) {
   auto kind = parse_expectations("# c\nxfail a b\n");
   ASSERT_FALSE(kind);
-  EXPECT_EQ(kind.error().context, "line 2: 'xfail' is not fail, flaky or skip");
+  EXPECT_EQ(kind.error().context, "line 2: 'xfail' is not fail, flaky, skip or report");
   auto evidence = parse_expectations("fail a/b\n");
   ASSERT_FALSE(evidence);
   EXPECT_EQ(evidence.error().context, "line 1: fail a/b has no evidence");
@@ -216,6 +216,40 @@ TEST(LabExpect, ASkipWithoutAReasonHoldsAgainstItsDraft) {
   const auto verdict = check(run, parsed(draft_expectations(run)));
   EXPECT_TRUE(verdict.problems.empty()) << verdict.problems.front();
   EXPECT_EQ(verdict.skipped, 1);
+}
+
+// Kernel reports: a "report PROGRAM/WORD" entry lists the reports of
+// PROGRAM (alone or beside others) that have WORD in a line; any other
+// report fails the lane, and so does an entry that matched none.
+TEST(LabExpect, KernelReportsHeldAgainstReportEntries) {
+  auto expected = check(parse_expectations(
+      "report vfio_fail_nth_test:device/remove_proc_entry kernel/irq/proc.c removes what it never created\n"));
+  ASSERT_EQ(expected.size(), 1u);
+  using kernel_log::Finding;
+  using kernel_log::Kind;
+  const Finding known{Kind::warning, 10, "vfio_fail_nth_test:device or vfio_pci_device_test:edu",
+                      {"WARNING: CPU: 0 PID: 70 at fs/proc/generic.c:733 remove_proc_entry+0x96/0x106"}};
+  const Finding other_program{Kind::warning, 20, "vfio_pci_device_test:edu",
+                              {"WARNING: CPU: 0 PID: 71 at fs/proc/generic.c:733 remove_proc_entry+0x96/0x106"}};
+  const Finding other_word{Kind::kasan, 30, "vfio_fail_nth_test:device", {"BUG: KASAN: use-after-free in f"}};
+
+  auto verdict = check_reports({known}, expected, Scope::whole_plan);
+  EXPECT_EQ(verdict.known.size(), 1u);
+  EXPECT_TRUE(verdict.problems.empty());
+
+  verdict = check_reports({known, other_program, other_word}, expected, Scope::whole_plan);
+  EXPECT_EQ(verdict.known.size(), 1u);
+  ASSERT_EQ(verdict.problems.size(), 2u);
+  EXPECT_NE(verdict.problems[0].find("during vfio_pci_device_test:edu"), std::string::npos) << verdict.problems[0];
+  EXPECT_NE(verdict.problems[1].find("KASAN"), std::string::npos) << verdict.problems[1];
+
+  verdict = check_reports({}, expected, Scope::whole_plan);
+  ASSERT_EQ(verdict.problems.size(), 1u);
+  EXPECT_NE(verdict.problems[0].find("stale: report"), std::string::npos);
+  EXPECT_TRUE(check_reports({}, expected, Scope::part).problems.empty());
+
+  EXPECT_FALSE(parse_expectations("report no-slash evidence\n"));
+  EXPECT_FALSE(parse_expectations("report prog/ evidence\n"));
 }
 
 }  // namespace

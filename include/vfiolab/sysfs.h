@@ -58,7 +58,10 @@ class Sysfs {
   explicit Sysfs(std::filesystem::path root = "/sys");
 
   std::filesystem::path device_dir(const Bdf& bdf) const;
-  bool exists(const Bdf& bdf) const;
+  // Whether the device's folder is there; an error (naming the folder)
+  // when that cannot be told: a stat that failed other than with ENOENT
+  // (out of memory, a link loop) says nothing about the device.
+  Result<bool> exists(const Bdf& bdf) const;
   Result<std::uint16_t> vendor(const Bdf& bdf) const;
   Result<std::uint16_t> device_id(const Bdf& bdf) const;
   // Name of the bound driver; empty when the device has none.

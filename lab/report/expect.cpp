@@ -74,6 +74,7 @@ std::string_view kind_name(Expectation::Kind kind) {
     case Expectation::Kind::fail: return "fail";
     case Expectation::Kind::flaky: return "flaky";
     case Expectation::Kind::skip: return "skip";
+    case Expectation::Kind::report: return "report";
   }
   return "?";
 }
@@ -105,12 +106,19 @@ Result<std::vector<Expectation>> parse_expectations(std::string_view text) {
       entry.kind = Expectation::Kind::flaky;
     } else if (kind == "skip") {
       entry.kind = Expectation::Kind::skip;
+    } else if (kind == "report") {
+      entry.kind = Expectation::Kind::report;
     } else {
-      return bad(fmt::format("line {}: '{}' is not fail, flaky or skip", number, kind));
+      return bad(fmt::format("line {}: '{}' is not fail, flaky, skip or report", number, kind));
     }
     entry.id = std::string(next_word(line));
     entry.text = std::string(trim(line));
     if (entry.id.empty()) return bad(fmt::format("line {}: '{}' names no test", number, kind));
+    if (entry.kind == Expectation::Kind::report) {
+      const auto slash = entry.id.rfind('/');
+      if (slash == std::string::npos || slash == 0 || slash + 1 == entry.id.size())
+        return bad(fmt::format("line {}: report {} is not PROGRAM/WORD", number, entry.id));
+    }
     if (entry.text.empty()) {
       return bad(fmt::format("line {}: {} {} has no {}", number, kind, entry.id,
                                          entry.kind == Expectation::Kind::skip ? "reason" : "evidence"));
@@ -125,7 +133,9 @@ Result<std::vector<Expectation>> parse_expectations(std::string_view text) {
 
 Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expected, Scope scope) {
   std::map<std::string, const Expectation*, std::less<>> by_id;
-  for (const auto& entry : expected) by_id.emplace(entry.id, &entry);
+  for (const auto& entry : expected) {
+    if (entry.kind != Expectation::Kind::report) by_id.emplace(entry.id, &entry);
+  }
   std::map<std::string, bool, std::less<>> met;
 
   Verdict verdict;
@@ -175,10 +185,51 @@ Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expe
     }
   }
   for (const auto& entry : expected) {
-    if (met.contains(entry.id) || scope == Scope::part) continue;
+    if (met.contains(entry.id) || scope == Scope::part || entry.kind == Expectation::Kind::report) continue;
     verdict.problems.push_back(fmt::format("{}: {} (line {}, {}) did not run",
                                            entry.kind == Expectation::Kind::skip ? "SKIP gone" : "stale", entry.id,
                                            entry.line, kind_name(entry.kind)));
+  }
+  return verdict;
+}
+
+ReportVerdict check_reports(const std::vector<kernel_log::Finding>& findings,
+                            const std::vector<Expectation>& expected, Scope scope) {
+  ReportVerdict verdict;
+  std::map<std::string, bool, std::less<>> met;
+  for (const auto& finding : findings) {
+    const Expectation* match = nullptr;
+    for (const auto& entry : expected) {
+      if (entry.kind != Expectation::Kind::report) continue;
+      const auto slash = entry.id.rfind('/');
+      const std::string program = entry.id.substr(0, slash), word = entry.id.substr(slash + 1);
+      // "A or B" when programs overlapped: any of them.
+      bool during = false;
+      for (std::string_view rest = finding.program; !rest.empty();) {
+        const auto sep = rest.find(" or ");
+        during = during || rest.substr(0, sep) == program;
+        rest = sep == std::string_view::npos ? std::string_view{} : rest.substr(sep + 4);
+      }
+      const bool has_word = std::any_of(finding.lines.begin(), finding.lines.end(),
+                                        [&](const std::string& line) { return line.find(word) != std::string::npos; });
+      if (during && has_word) {
+        match = &entry;
+        break;
+      }
+    }
+    const std::string what = fmt::format("kernel {} {} (kernel log line {}): {}", kernel_log::kind_name(finding.kind),
+                                         finding.program.empty() ? "outside any program" : "during " + finding.program,
+                                         finding.line, finding.lines.empty() ? "" : finding.lines.front());
+    if (match) {
+      met[match->id] = true;
+      verdict.known.push_back(fmt::format("{} (listed: {}, line {})", what, match->id, match->line));
+    } else {
+      verdict.problems.push_back(what);
+    }
+  }
+  for (const auto& entry : expected) {
+    if (entry.kind != Expectation::Kind::report || met.contains(entry.id) || scope == Scope::part) continue;
+    verdict.problems.push_back(fmt::format("stale: report {} (line {}) matched no kernel report", entry.id, entry.line));
   }
   return verdict;
 }

@@ -6,6 +6,11 @@
 //   fail  ID  EVIDENCE   a known failure: the run passes while ID fails
 //   flaky ID  EVIDENCE   fails some runs and not others: either is accepted
 //   skip  ID  REASON     an expected SKIP, with the reason the test prints
+//   report PROGRAM/WORD EVIDENCE
+//                        a known kernel report (kernel_log.h: WARNING, KASAN,
+//                        kmemleak, ...) during PROGRAM, with WORD in one of
+//                        its lines (a function or file:line): the run passes
+//                        with every report of PROGRAM that has WORD in it
 //
 // ID is the test's path in the run's KTAP, program and test names joined by
 // '/' (vfio_pci_driver_test:edu/vfio_pci_driver_test.iommufd.memcpy_success).
@@ -27,6 +32,7 @@
 #pragma once
 
 #include "vfiolab/error.h"
+#include "vfiolab/kernel_log.h"
 #include "vfiolab/ktap.h"
 
 #include <string>
@@ -49,7 +55,7 @@ struct Leaf {
 std::vector<Leaf> leaves(const ktap::Document& document);
 
 struct Expectation {
-  enum class Kind { fail, flaky, skip };
+  enum class Kind { fail, flaky, skip, report };
   Kind kind = Kind::fail;
   std::string id;
   std::string text;  // the evidence, or the SKIP's reason
@@ -77,5 +83,15 @@ Verdict check(const std::vector<Leaf>& run, const std::vector<Expectation>& expe
 // An expectations file for what a run did: its SKIPs as entries, its
 // failures as comments for a person to confirm with evidence.
 std::string draft_expectations(const std::vector<Leaf>& run);
+
+// The run's kernel reports held against the "report" entries: each report
+// no entry matches is a problem, as is (for the whole plan) an entry that
+// matched none.
+struct ReportVerdict {
+  std::vector<std::string> known;     // the reports that were listed, described
+  std::vector<std::string> problems;  // each one fails the lane
+};
+ReportVerdict check_reports(const std::vector<kernel_log::Finding>& findings,
+                            const std::vector<Expectation>& expected, Scope scope);
 
 }  // namespace vfiolab::lab

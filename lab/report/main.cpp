@@ -232,8 +232,9 @@ int summarize(const std::string& ktap_path, const std::vector<std::string>& log_
   return total.failed > 0 ? 1 : 0;
 }
 
-// The run held against its lane's expectations (expect.h). Kernel reports
-// and notes are never expected: each fails the lane.
+// The run held against its lane's expectations (expect.h). Notes are never
+// expected, and each fails the lane; so does each kernel report that no
+// "report" entry lists.
 int expect(const std::string& ktap_path, const std::vector<std::string>& log_paths, const std::string& expect_path,
            const std::string& draft_path, lab::Scope scope, std::vector<std::string> notes) {
   auto loaded = load_run(ktap_path, log_paths, std::move(notes));
@@ -261,12 +262,14 @@ int expect(const std::string& ktap_path, const std::vector<std::string>& log_pat
   for (const auto& id : verdict.known_failures) fmt::print("    {}\n", id);
   fmt::print("  differences: {}\n", verdict.problems.size());
   for (const auto& problem : verdict.problems) fmt::print("    {}\n", problem);
-  for (const auto& finding : loaded->findings) {
-    fmt::print("  kernel {} {} (kernel log line {})\n", kernel_log::kind_name(finding.kind),
-               finding.program.empty() ? "outside any program" : "during " + finding.program, finding.line);
-  }
+  // Kernel reports count as failures unless a "report" entry lists them.
+  const lab::ReportVerdict reports = lab::check_reports(loaded->findings, *expected, scope);
+  fmt::print("  known kernel reports, as listed: {}\n", reports.known.size());
+  for (const auto& known : reports.known) fmt::print("    {}\n", known);
+  for (const auto& problem : reports.problems) fmt::print("  {}\n", problem);
   for (const auto& note : loaded->notes) fmt::print("  lab: {}\n", note);
-  const int failed = static_cast<int>(verdict.problems.size()) + loaded->extra_failures();
+  const int failed = static_cast<int>(verdict.problems.size() + reports.problems.size()) +
+                     loaded->extra_failures() - static_cast<int>(loaded->findings.size());
   fmt::print("  verdict: {}\n", failed == 0 ? "as expected" : "NOT as expected");
   fmt::print("\n{} passed, {} failed, {} skipped\n", verdict.passed, failed, verdict.skipped);
   return failed == 0 ? 0 : 1;

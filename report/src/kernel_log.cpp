@@ -35,6 +35,7 @@ constexpr std::array kRules{
     Rule{"WARNING: possible irq lock inversion dependency", "", Kind::lockdep},
     Rule{"INFO: possible irq lock inversion dependency", "", Kind::lockdep},
     Rule{"Kernel panic - not syncing", "", Kind::panic},
+    Rule{"kmemleak: unreferenced object", "", Kind::kmemleak},
     Rule{"Oops:", "", Kind::oops},
     Rule{"general protection fault", "", Kind::oops},
     Rule{"kernel BUG at", "", Kind::bug},
@@ -62,6 +63,7 @@ std::string_view kind_name(Kind kind) {
     case Kind::panic: return "panic";
     case Kind::hung_task: return "hung task";
     case Kind::rcu_stall: return "RCU stall";
+    case Kind::kmemleak: return "kmemleak";
   }
   return "?";
 }
@@ -117,7 +119,27 @@ std::optional<Marker> parse_marker(std::string_view message) {
   return marker;
 }
 
+// A leak's "comm" is the allocating task's name, cut to 15 characters: the
+// programs whose command it starts (a plan name "vfio_fail_nth_test:map"
+// runs vfio_fail_nth_test, comm "vfio_fail_nth_t").
+std::string Scanner::allocated_by(const Finding& leak) const {
+  for (const auto& line : leak.lines) {
+    const auto at = line.find("comm \"");
+    if (at == std::string::npos) continue;
+    const auto end = line.find('"', at + 6);
+    const std::string comm = line.substr(at + 6, end == std::string::npos ? std::string::npos : end - at - 6);
+    std::string programs;
+    for (const auto& name : seen_) {
+      if (!comm.empty() && name.substr(0, name.find(':')).starts_with(comm))
+        programs += (programs.empty() ? "" : " or ") + name;
+    }
+    return programs;
+  }
+  return {};
+}
+
 void Scanner::close_open() {
+  if (open_ && open_->kind == Kind::kmemleak && open_->program.empty()) open_->program = allocated_by(*open_);
   if (open_) findings_.push_back(std::move(*open_));
   open_.reset();
   stack_ended_ = false;
@@ -134,12 +156,19 @@ void Scanner::feed_line(std::string_view line) {
     // belongs to every program running when it appeared.
     auto at = std::find(running_.begin(), running_.end(), marker->program);
     if (marker->begin && at == running_.end()) running_.push_back(marker->program);
+    if (marker->begin && std::find(seen_.begin(), seen_.end(), marker->program) == seen_.end())
+      seen_.push_back(marker->program);
     if (!marker->begin && at != running_.end()) running_.erase(at);
     program_.clear();
     for (const auto& name : running_) program_ += (program_.empty() ? "" : " or ") + name;
     return;
   }
 
+  // A leak's lines all carry the "kmemleak: " tag; each object is a report.
+  if (open_ && open_->kind == Kind::kmemleak &&
+      (!message.starts_with("kmemleak: ") || message.starts_with("kmemleak: unreferenced object"))) {
+    close_open();
+  }
   if (open_ && stack_ended_ && !ends_report(message)) {
     // A report whose stack dump ended with no "end trace" line after it.
     close_open();
@@ -164,6 +193,7 @@ std::vector<Finding> Scanner::finish() {
   line_number_ = 0;
   program_.clear();
   running_.clear();
+  seen_.clear();
   return std::exchange(findings_, {});
 }
 

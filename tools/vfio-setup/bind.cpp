@@ -96,7 +96,8 @@ Result<void> move_to_vfio_pci(const Sysfs& sysfs, const Bdf& bdf, const DeviceSt
 // The device `arg` names, when it is a BDF and the device is there.
 Result<Bdf> present_device(const Sysfs& sysfs, const std::string& arg) {
   VFIOLAB_ASSIGN_OR_RETURN(const Bdf bdf, parse_bdf(arg));
-  if (!sysfs.exists(bdf)) {
+  VFIOLAB_ASSIGN_OR_RETURN(const bool present, sysfs.exists(bdf));
+  if (!present) {
     return std::unexpected(device_error(
         0, bdf.str(), "bind", fmt::format("is no PCI device ({} does not exist)", sysfs.device_dir(bdf).string())));
   }

@@ -14,7 +14,11 @@ Result<void> restore_device(const DeviceState& state) {
   auto bdf = parse_bdf(state.bdf);
   if (!bdf) return std::unexpected(device_error(0, state.bdf, "restore", bdf.error().message()));
   const fs::path dir = sysfs.device_dir(*bdf);
-  if (!sysfs.exists(*bdf)) {
+  // Only a device known to be gone loses its state: an error finding out
+  // keeps it for the next restore.
+  auto present = sysfs.exists(*bdf);
+  if (!present) return std::unexpected(on_device(state.bdf, "restore", present.error()));
+  if (!*present) {
     say(fmt::format("{}: the device is gone (hot-unplugged?); dropping its state", state.bdf));
     if (auto removed = remove_state(state_file(state.bdf)); !removed) {
       return std::unexpected(on_device(state.bdf, "restore", removed.error()));

@@ -1,6 +1,9 @@
 // Scanning a kernel log (console output or dmesg) for reports that mean the
 // kernel misbehaved during a run: WARNING, BUG, Oops, KASAN, UBSAN, lockdep,
-// panics, hung tasks and RCU stalls. Each report becomes one Finding with
+// panics, hung tasks, RCU stalls, and the leaks of a kmemleak scan (the
+// lab's init copies /sys/kernel/debug/kmemleak to the console after the
+// plan, each line after "kmemleak: "; a leak belongs to the programs whose
+// name its "comm" starts, as it was allocated by them). Each report becomes one Finding with
 // the log lines that show it, attributed to the program that was running
 // (the lab's init writes "vfiolab: begin N NAME" / "vfiolab: end N NAME"
 // markers into the log).
@@ -13,7 +16,7 @@
 
 namespace vfiolab::kernel_log {
 
-enum class Kind { warning, bug, oops, kasan, ubsan, lockdep, panic, hung_task, rcu_stall };
+enum class Kind { warning, bug, oops, kasan, ubsan, lockdep, panic, hung_task, rcu_stall, kmemleak };
 
 std::string_view kind_name(Kind kind);
 
@@ -45,11 +48,13 @@ class Scanner {
 
  private:
   void close_open();
+  std::string allocated_by(const Finding& leak) const;
 
   std::vector<Finding> findings_;
   std::optional<Finding> open_;
   std::string program_;               // who a report belongs to
   std::vector<std::string> running_;  // programs begun and not ended
+  std::vector<std::string> seen_;     // every program begun
   bool stack_ended_ = false;  // the open report's stack dump is complete
   int line_number_ = 0;
 };
