@@ -79,8 +79,8 @@ function(vfiolab_install_package)
   # programs and the report tool are, and that it builds nothing.
   install(PROGRAMS lab/run lab/common.sh lab/kernel.sh lab/initramfs.sh lab/qemu.sh
     lab/kernel-source.sh lab/shard.sh DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
-  install(FILES lab/kernel.config lab/kselftest-compat.h lab/suite.plan lab/quick.plan
-    lab/suite.seconds lab/quick.seconds
+  install(FILES lab/kernel.config lab/kernel-debug.config lab/kselftest-compat.h lab/suite.plan lab/quick.plan lab/faults.plan
+    lab/suite.seconds lab/quick.seconds lab/faults.seconds
     lab/kernel-selftests.plan DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   install(PROGRAMS lab/guest/init DESTINATION ${VFIOLAB_LAB_DATADIR}/guest COMPONENT lab)
   install(DIRECTORY lab/lanes DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)

@@ -30,7 +30,7 @@ awk -v machines=$# '
         for (i = 2; i <= n; i++) { t = v[i]; for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
         return v[int((n + 1) / 2)]
     }
-    FNR == NR { if (NF >= 2 && $2 ~ /^[0-9.]+$/) known[$1] = $2 + 0; next }
+    FILENAME == ARGV[1] { if (NF >= 2 && $2 ~ /^[0-9.]+$/) known[$1] = $2 + 0; next }
     /^[[:space:]]*(#|$)/ { next }
     { n++; line[n] = $0; name[n] = $1; fault[n] = ($0 ~ /(^|[[:space:]])\+iommu-fault-log([[:space:]]|$)/) }
     END {

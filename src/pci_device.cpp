@@ -395,10 +395,20 @@ Result<void> PciDevice::set_irq_eventfds(IrqIndex index, const std::vector<int>&
     std::int32_t fd = fds[i];
     std::memcpy(buffer.data() + sizeof(set) + i * sizeof(fd), &fd, sizeof(fd));
   }
-  if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, buffer.data()) != 0) {
+  const int rc = ::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, buffer.data());
+  if (rc < 0) {
     const int err = errno;
     return std::unexpected(error_here(err,
         "VFIO_DEVICE_SET_IRQS", fmt::format("enable {} {} vector(s)", irq_index_name(index), fds.size())));
+  }
+  if (rc > 0) {
+    // vfio-pci's MSI and MSI-X enable returns the number of vectors the PCI
+    // core could allocate when it is fewer than asked (vfio_msi_enable: "return
+    // the number of supported vectors if we can't get all"), having enabled
+    // none: no errno is set, and errno holds a stale one. Out of vectors.
+    return std::unexpected(error_here(ENOSPC, "VFIO_DEVICE_SET_IRQS",
+        fmt::format("enable {} {} vector(s): returned {}, the vectors the kernel could get; none enabled",
+                    irq_index_name(index), fds.size(), rc)));
   }
   return {};
 }

@@ -809,6 +809,15 @@ class vfio_fail_nth_sriov_test : public FailNthFixture, public testing::WithPara
       GTEST_SKIP() << pf.str() << " has no VF 0 (run under vfio-setup run -d " << pf.str() << " --vfs 1)";
     vf_ = vf->str();
     token_ = check(VfToken::parse(kVfToken));
+    if (mode() == IommuMode::iommufd) {
+      // As vfio_pci_sriov_test: a kernel from before VFIO_DEVICE_BIND_FLAG_TOKEN
+      // refuses the flag, and so a PF's token, with EINVAL.
+      auto iommu = check(Iommu::open(mode()));
+      auto pf = PciDevice::open(bdf(), iommu, token_);
+      if (!pf && pf.error().errnum == EINVAL)
+        GTEST_SKIP() << "this kernel's VFIO_DEVICE_BIND_IOMMUFD takes no VF token (no VFIO_DEVICE_BIND_FLAG_TOKEN): "
+                     << pf.error().message();
+    }
     FailNthFixture::SetUp();
   }
   IommuMode mode() const override { return GetParam(); }
