@@ -347,6 +347,13 @@ int main(int argc, char** argv) {
       bdfs().push_back(bdf->str());
     }
   }
+  // Every test's timeout times this (a slow kernel: the lab's debug lane).
+  long timeout_scale = 1;
+  if (const char* env = std::getenv("VFIOLAB_TIMEOUT_SCALE"); env && *env) {
+    auto scale = text::positive_number("VFIOLAB_TIMEOUT_SCALE", env);
+    if (!scale) return refuse(scale.error().message());
+    timeout_scale = static_cast<long>(*scale);
+  }
   if (bdfs().empty()) {
     if (const char* env = std::getenv("VFIO_SELFTESTS_BDF"); env && *env) {
       auto bdf = parse_bdf(env);
@@ -396,7 +403,7 @@ int main(int argc, char** argv) {
   }
   out.plan(static_cast<int>(selected.size()));
   for (const auto& test : selected) {
-    Outcome outcome = run_isolated(test.gtest_name, timeout_for(test.name.full(), default_timeout));
+    Outcome outcome = run_isolated(test.gtest_name, timeout_for(test.name.full(), default_timeout) * timeout_scale);
     for (const auto& line : outcome.output) out.relay(line);
     if (outcome.directive == ktap::Directive::skip) {
       out.skip(test.name.full(), outcome.reason);
