@@ -4,6 +4,7 @@
 #
 #   lab/kernel.sh [--source DIR] [--fragment FILE]... [--headers-only] [--quiet]
 #   lab/kernel.sh [--source DIR] --vfio-selftests
+#   lab/kernel.sh [--source DIR] --kvm-selftests
 #
 # Prints one line on stdout: the directory holding the artifacts:
 #   bzImage    the kernel (absent with --headers-only)
@@ -16,6 +17,14 @@
 # the lab's guest, and prints the directory holding them (bin/, identity,
 # build.log). Exit status 3, with the reason on stderr, for a tree that has
 # none; 1 when they do not build.
+#
+# --kvm-selftests builds the tree's KVM selftests that vfiolab runs beside
+# its own (lab/kernel-selftests.plan): irq_test (the device-interrupt test,
+# new in 7.3, linked with the VFIO selftests' library) and debug_regs
+# (x86/debug_regs, x86_64/debug_regs before 6.16), each where the tree has
+# it, statically, against the tree's own headers. Prints the directory
+# holding them (bin/, absent: one "PROGRAM REASON" line for each one the
+# tree lacks). Exit status 3 for a tree with none of them.
 #
 # The default source is Debian's linux-source-6.12, unpacked once into the
 # cache. With --source, any kernel tree is built out of tree (O=), so the
@@ -34,6 +43,7 @@ source_dir=""
 fragments=("$here/kernel.config")
 headers_only=0
 vfio_selftests=0
+kvm_selftests=0
 quiet=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,8 +51,9 @@ while [ $# -gt 0 ]; do
         --fragment) fragments+=("$(realpath "$2")"); shift 2 ;;
         --headers-only) headers_only=1; shift ;;
         --vfio-selftests) vfio_selftests=1; shift ;;
+        --kvm-selftests) kvm_selftests=1; shift ;;
         --quiet) quiet=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "kernel.sh: unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -197,6 +208,65 @@ build_vfio_selftests() {
     exit 0
 }
 [ "$vfio_selftests" = 0 ] || build_vfio_selftests
+
+# The tree's KVM selftests that vfiolab runs (see --help). Their Makefile
+# names each program by its path under tools/testing/selftests/kvm, which
+# moved (x86_64/ became x86/): the path is read from it, not assumed.
+build_kvm_selftests() {
+    local suite="$tree/tools/testing/selftests/kvm"
+    local compiler key out staging program path targets=() wanted=(irq_test debug_regs)
+    local makefiles=("$suite"/Makefile*)
+    declare -A paths=()
+    for program in "${wanted[@]}"; do
+        path=$(cat "${makefiles[@]}" 2>/dev/null |
+            awk -v p="$program" '$1 ~ /^TEST_GEN_PROGS_(x86|x86_64|COMMON)$/ && $2 == "+=" &&
+                ($3 == p || $3 ~ ("/" p "$")) { print $3; exit }')
+        [ -z "$path" ] || paths[$program]=$path
+    done
+    if [ ${#paths[@]} = 0 ]; then
+        echo "kernel tree $tree has none of the KVM selftests ${wanted[*]}" >&2
+        exit 3
+    fi
+    compiler=$(gcc --version | head -n1)
+    key=$(printf '%s\n' "kvm-selftests" "$identity" "$compiler" "$LAB_SELFTESTS_RECIPE" "${wanted[*]}" |
+        sha256sum | cut -c1-16)
+    out="$LAB_CACHE/kselftest/$key"
+    if [ -f "$out/.complete" ]; then
+        log "cached KVM selftests: $out"
+        echo "$out"
+        exit 0
+    fi
+    mkdir -p "$LAB_CACHE/kselftest"
+    staging=$(mktemp -d "$LAB_CACHE/kselftest/staging.XXXXXX")
+    mkdir -p "$staging/bin"
+    : >"$staging/absent"
+    for program in "${wanted[@]}"; do
+        if [ -n "${paths[$program]:-}" ]; then
+            targets+=("$staging/build/${paths[$program]}")
+        else
+            echo "$program this kernel tree has no KVM selftest $program (tools/testing/selftests/kvm)" >>"$staging/absent"
+        fi
+    done
+    log "building ${targets[*]#"$staging/build/"} of $suite (static)"
+    # Only the named programs (and the library they link), out of tree.
+    if ! make -C "$suite" -j"$jobs" OUTPUT="$staging/build" KHDR_INCLUDES="-isystem $headers/usr/include" \
+        EXTRA_CFLAGS="-static" "${targets[@]}" >>"$staging/build.log" 2>&1; then
+        tail -n 20 "$staging/build.log" >&2
+        echo "kernel: the KVM selftests of $tree did not build (log: $staging/build.log)" >&2
+        exit 1
+    fi
+    for program in "${!paths[@]}"; do
+        [ -x "$staging/build/${paths[$program]}" ] || { echo "kernel: ${paths[$program]} was not built" >&2; exit 1; }
+        cp "$staging/build/${paths[$program]}" "$staging/bin/$program"
+    done
+    printf '%s\n' "$identity" "$compiler" "${paths[@]}" >"$staging/identity"
+    rm -rf "$staging/build" "$out"
+    touch "$staging/.complete"
+    mv "$staging" "$out"
+    echo "$out"
+    exit 0
+}
+[ "$kvm_selftests" = 0 ] || build_kvm_selftests
 
 if [ "$headers_only" = 1 ]; then
     echo "$headers"
