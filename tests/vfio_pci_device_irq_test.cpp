@@ -380,12 +380,17 @@ void deliver(Vm& vm, GuestState& state, const InterruptSource& source, const Del
     check(source.trigger(), fmt::format("interrupt {}", i));
     const auto deadline = std::chrono::steady_clock::now() + kArrivalTimeout;
     while (counter == before && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    std::string guest_errors;  // what the vCPUs ran into, when it did not arrive (an unexpected vector, say)
+    if (counter == before) {
+      for (const auto& error : runner.stop()) guest_errors += "; a vCPU: " + error;
+    }
     ASSERT_NE(counter, before) << "interrupt " << i << " (" << (nmi ? "NMI" : "fixed") << ", GSI " << plan.gsi
                                << ", vector " << fmt::format("{:#x}", nmi ? x86::kVectorNmi : plan.vector)
                                << ") did not reach vCPU " << target << " (APIC ID " << vm.vcpu(target).id()
                                << ") within " << kArrivalTimeout.count() << " s"
                                << (host_cpu >= 0 ? fmt::format(", host IRQ on CPU {}", host_cpu) : "")
-                               << (vcpu_cpu >= 0 ? fmt::format(", vCPU thread on CPU {}", vcpu_cpu) : "");
+                               << (vcpu_cpu >= 0 ? fmt::format(", vCPU thread on CPU {}", vcpu_cpu) : "")
+                               << guest_errors;
     if (tsc_note.empty()) latencies_ns.push_back(static_cast<double>(arrivals.last_tsc - sent_tsc) / ticks_per_ns);
     if (plan.move_host_irq && source.raises_host_irq) {
       // The device's interrupt was taken by the host CPU it was moved to.
