@@ -320,6 +320,10 @@ void deliver(Vm& vm, GuestState& state, const InterruptSource& source, const Del
   std::uint64_t taken_where_asked = 0, taken_where_deferred = 0;
   const double ticks_per_ns = tsc_ticks_per_ns();
   for (std::uint64_t i = 0; i < plan.count; ++i) {
+    // Each earlier one arrived once (checked below): anything more is a
+    // duplicate, or an interrupt nobody sent.
+    ASSERT_EQ(arrived(), i) << "before interrupt " << i << " the guest had counted " << arrived()
+                            << " arrivals for the " << i << " sent";
     const x86::MsiMessage message = message_for(i);
     if (plan.empty_routing_every && i % plan.empty_routing_every == plan.empty_routing_every - 1) {
       check(vm.clear_routes());
