@@ -35,9 +35,9 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <fcntl.h>
 #include <x86intrin.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/syscall.h>
@@ -444,7 +444,8 @@ void deliver(Vm& vm, GuestState& state, const InterruptSource& source, const Del
     }
   }
   EXPECT_EQ(state.stray.fixed + state.stray.nmi, 0u)
-      << "interrupts at an APIC ID that is no vCPU's (" << state.stray.fixed << " fixed, " << state.stray.nmi << " NMI)";
+      << "interrupts at an APIC ID that is no vCPU's (" << state.stray.fixed << " fixed, " << state.stray.nmi
+      << " NMI)";
   fmt::print("# delivered {} of {} ({} fixed, {} NMI) on GSI {} vector {:#x} to {} vCPU(s) (APIC IDs {}..{}), {}, {}, "
              "triggered by {}\n",
              fixed + nmis, plan.count, fixed, nmis, plan.gsi, plan.vector, vcpus, vm.vcpu(0).id(),
