@@ -210,6 +210,20 @@ Result<std::unique_ptr<Vm>> Vm::create(std::shared_ptr<const Kvm> kvm, const VmO
   VFIOLAB_ASSIGN_OR_RETURN(vm->arena_, GuestArena::create(options.arena_size));
   vm->stack_size_ = align_up(options.stack_size, 16);
   VFIOLAB_TRY(vm->set_up_memory());
+  if (options.x2apic_32bit_ids) {
+    VFIOLAB_TRY(vm->kvm().require(KVM_CAP_X2APIC_API, "KVM_CAP_X2APIC_API"));
+    kvm_enable_cap cap{};
+    cap.cap = KVM_CAP_X2APIC_API;
+    cap.args[0] = KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK;
+    if (::ioctl(vm->fd(), KVM_ENABLE_CAP, &cap) != 0) {
+      const int err = errno;
+      return std::unexpected(vm->vm_error(err, "KVM_ENABLE_CAP KVM_CAP_X2APIC_API"));
+    }
+  }
+  if (!options.vcpu_ids.empty()) {
+    for (std::uint32_t id : options.vcpu_ids) VFIOLAB_TRY(vm->add_vcpu(id));
+    return vm;
+  }
   for (std::uint32_t i = 0; i < options.vcpus; ++i) {
     VFIOLAB_TRY(vm->add_vcpu());
   }
@@ -326,8 +340,9 @@ Result<void> Vm::set_up_memory() {
 
 void Vm::set_handler(std::uint8_t vector, InterruptHandler handler) { vfiolab_kvm_interrupt_handlers[vector] = handler; }
 
-Result<Vcpu*> Vm::add_vcpu() {
-  const auto id = static_cast<std::uint32_t>(vcpus_.size());
+Result<Vcpu*> Vm::add_vcpu() { return add_vcpu(static_cast<std::uint32_t>(vcpus_.size())); }
+
+Result<Vcpu*> Vm::add_vcpu(std::uint32_t id) {
   UniqueFd fd(::ioctl(this->fd(), KVM_CREATE_VCPU, id));
   if (!fd) {
     const int err = errno;
@@ -411,6 +426,17 @@ Result<void> Vm::set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message
                                                                        message.address, message.data)));
   }
   msi_routes_ = std::move(routes);
+  return {};
+}
+
+Result<void> Vm::clear_routes() {
+  VFIOLAB_TRY(kvm().require(KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"));
+  kvm_irq_routing empty{};
+  if (::ioctl(fd(), KVM_SET_GSI_ROUTING, &empty) != 0) {
+    const int err = errno;
+    return std::unexpected(vm_error(err, "KVM_SET_GSI_ROUTING", "no entries"));
+  }
+  msi_routes_.clear();
   return {};
 }
 

@@ -8,9 +8,9 @@
 
 namespace vfiolab::device_irq {
 
-inline constexpr std::uint8_t kDeviceVector = 0x40;  // where the device's MSI route points
+inline constexpr std::uint8_t kDeviceVector = 0x40;  // where the device's MSI route points (unless random)
 inline constexpr std::uint8_t kWakeVector = 0x41;    // the host's "look at the stop flag"
-inline constexpr std::uint32_t kMaxVcpus = 16;
+inline constexpr std::uint32_t kMaxVcpus = 32;
 
 // Per vCPU (by APIC ID), each on its own cache line.
 struct alignas(64) Arrivals {
@@ -24,7 +24,10 @@ struct GuestState {
   bool halt = true;  // wait in HLT, or spin
   volatile std::uint32_t ready = 0;  // vCPUs with their APIC on and interrupts enabled
   volatile std::uint32_t stop = 0;
+  std::uint32_t vcpu_count = 0;
+  std::uint32_t apic_ids[kMaxVcpus] = {};  // arrivals[i] counts those at APIC ID apic_ids[i]
   Arrivals arrivals[kMaxVcpus];
+  Arrivals stray;  // arrivals at an APIC ID not in apic_ids
 };
 
 // Guest code.

@@ -12,7 +12,13 @@ using namespace kvm;
 
 GuestState* guest_state;  // the same for every vCPU
 
-Arrivals& my_arrivals() { return guest_state->arrivals[guest::apic_id() % kMaxVcpus]; }
+Arrivals& my_arrivals() {
+  const std::uint32_t id = guest::apic_id();
+  for (std::uint32_t i = 0; i < guest_state->vcpu_count && i < kMaxVcpus; ++i) {
+    if (guest_state->apic_ids[i] == id) return guest_state->arrivals[i];
+  }
+  return guest_state->stray;
+}
 
 }  // namespace
 

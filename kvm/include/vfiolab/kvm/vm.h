@@ -147,6 +147,14 @@ class Vcpu {
 
 struct VmOptions {
   std::uint32_t vcpus = 1;
+  // The vCPUs' ids (and APIC IDs), when not 0 to vcpus - 1: `vcpus` is then
+  // ignored. KVM refuses ids from KVM_CAP_MAX_VCPU_ID on.
+  std::vector<std::uint32_t> vcpu_ids = {};
+  // KVM_CAP_X2APIC_API with KVM_X2APIC_API_USE_32BIT_IDS and
+  // KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK, before any vCPU: MSI routes name
+  // x2APIC IDs above 255 (x86::msi_message), and destination 0xff is APIC ID
+  // 255 rather than a broadcast. unsupported without the capability.
+  bool x2apic_32bit_ids = false;
   std::size_t arena_size = 8u << 20;
   std::size_t stack_size = 64u << 10;
 };
@@ -175,8 +183,10 @@ class Vm {
   Vcpu& vcpu(std::size_t index) { return *vcpus_.at(index); }
   GuestArena& arena() { return arena_; }
 
-  // Adds one more vCPU (its id is the next index), set up like the others.
+  // Adds one more vCPU (its id is the next index, or `id`), set up like the
+  // others.
   Result<Vcpu*> add_vcpu();
+  Result<Vcpu*> add_vcpu(std::uint32_t id);
 
   // The guest's handler of `vector`; nullptr makes it unexpected (a guest
   // failure). The table is per process (guest_abi.h).
@@ -188,6 +198,9 @@ class Vm {
   // and PIC pins (GSIs 0-23) are gone, which no test here uses. A route the
   // kernel refuses is not kept.
   Result<void> set_msi_route(std::uint32_t gsi, const x86::MsiMessage& message);
+  // KVM_SET_GSI_ROUTING with no entries: every route is gone (also the
+  // ones this VM kept), until set_msi_route sets one again.
+  Result<void> clear_routes();
   // KVM_IRQFD: a write to `eventfd` injects `gsi`.
   Result<void> assign_irqfd(std::uint32_t gsi, int eventfd);
   Result<void> deassign_irqfd(std::uint32_t gsi, int eventfd);

@@ -89,9 +89,13 @@ struct MsiMessage {
 };
 
 // An edge-triggered MSI to the APIC with ID `apic_id` in physical
-// destination mode (IDs up to 255).
+// destination mode. IDs up to 255 are in the address's destination field;
+// the bits above go to the address's upper half (bits 63:40), where KVM
+// reads them once the VM has KVM_X2APIC_API_USE_32BIT_IDS
+// (VmOptions::x2apic_32bit_ids); without it KVM ignores them.
 constexpr MsiMessage msi_message(std::uint32_t apic_id, std::uint8_t vector, DeliveryMode mode = DeliveryMode::fixed) {
-  return {kApicDefaultPhysicalBase | (static_cast<std::uint64_t>(apic_id & 0xff) << 12),
+  return {kApicDefaultPhysicalBase | (static_cast<std::uint64_t>(apic_id & 0xff) << 12) |
+              (static_cast<std::uint64_t>(apic_id & 0xffffff00u) << 32),
           vector | (static_cast<std::uint32_t>(mode) << 8)};
 }
 
