@@ -6,11 +6,13 @@
 #include "vfiolab/sysfs.h"
 
 #include <fmt/format.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <chrono>
+#include <cerrno>
 #include <cstring>
 #include <set>
 
@@ -44,6 +46,33 @@ TEST_F(vfio_pci_device_test, config_space_read_write) {
   EXPECT_FALSE(check(device_->command()) & kCommandBusMaster);
   VFIOLAB_ASSERT_OK(device_->config_write<std::uint16_t>(0x04, original));
   EXPECT_EQ(check(device_->command()), original);
+}
+
+// A device comes out of the open with bus mastering off: it can start no
+// DMA before the user enables it. (PciDevice::open reads config space and
+// writes none of it.)
+TEST_F(vfio_pci_device_test, bus_master_off_after_open) {
+  const std::uint16_t command = check(device_->command());
+  EXPECT_FALSE(command & kCommandBusMaster)
+      << fmt::format("{} has bus mastering on right after the open (command {:#06x})", device_->name(), command);
+}
+
+// The config region is reached through read and write only: vfio-pci
+// virtualizes parts of it, so it never offers it for mmap, and an mmap of
+// the device fd at its offset fails (vfio-pci's mmap takes the BARs only).
+TEST_F(vfio_pci_device_test, config_region_not_mmappable) {
+  const auto config = check(device_->region_info(VFIO_PCI_CONFIG_REGION_INDEX));
+  EXPECT_FALSE(config.mmappable()) << "the config region's flags " << config.flags
+                                   << " have VFIO_REGION_INFO_FLAG_MMAP";
+  const auto length = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* mapped = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, device_->fd(), static_cast<off_t>(config.offset));
+  const int err = errno;
+  if (mapped != MAP_FAILED) {
+    ::munmap(mapped, length);
+    ADD_FAILURE() << fmt::format("mmap of the config region (offset {:#x}) succeeded", config.offset);
+  } else {
+    EXPECT_EQ(err, EINVAL) << "mmap of the config region: " << std::strerror(err) << "; expected EINVAL";
+  }
 }
 
 TEST_F(vfio_pci_device_test, validate_bars) {
