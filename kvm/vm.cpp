@@ -544,10 +544,20 @@ Error Vcpu::exit_error(const kvm_run& state) const {
       }
       break;
     }
+    case KVM_EXIT_DEBUG:
+      detail = fmt::format("exception {} at pc {:#x}, DR6 {:#x}, DR7 {:#x}", state.debug.arch.exception,
+                           state.debug.arch.pc, state.debug.arch.dr6, state.debug.arch.dr7);
+      break;
     default: detail = fmt::format("exit reason {}", state.exit_reason); break;
   }
   if (auto registers = regs()) detail += fmt::format(", RIP {:#x}", registers->rip);
   return make_error(0, fmt::format("KVM_RUN vCPU {}: {}", id_, exit_reason_name(state.exit_reason)), detail);
+}
+
+Error Vcpu::guest_failure(const Ucall& call) const {
+  return make_error(0, fmt::format("guest on vCPU {}", id_),
+                    fmt::format("{}:{}: {} (values {:#x}, {:#x}, {:#x})", call.file ? call.file : "?", call.line,
+                                call.text ? call.text : "?", call.values[0], call.values[1], call.values[2]));
 }
 
 Result<void> Vcpu::run_until_done() {
@@ -556,14 +566,27 @@ Result<void> Vcpu::run_until_done() {
     switch (call.kind) {
       case UcallKind::done: return {};
       case UcallKind::sync: continue;
-      case UcallKind::failure:
-        return std::unexpected(make_error(
-            0, fmt::format("guest on vCPU {}", id_),
-            fmt::format("{}:{}: {} (values {:#x}, {:#x}, {:#x})", call.file ? call.file : "?", call.line,
-                        call.text ? call.text : "?", call.values[0], call.values[1], call.values[2])));
+      case UcallKind::failure: return std::unexpected(guest_failure(call));
     }
     return std::unexpected(make_error(0, "ucall", fmt::format("vCPU {}: unknown kind {}", id_, static_cast<std::uint32_t>(call.kind))));
   }
+}
+
+Result<kvm_debug_exit_arch> Vcpu::run_until_debug_exit() {
+  auto call = run();
+  if (!call) {
+    if (run_state()->exit_reason == KVM_EXIT_DEBUG) return run_state()->debug.arch;
+    return std::unexpected(std::move(call.error()));
+  }
+  switch (call->kind) {
+    case UcallKind::failure: return std::unexpected(guest_failure(*call));
+    case UcallKind::done:
+      return std::unexpected(make_error(0, fmt::format("KVM_RUN vCPU {}", id_), "the guest finished without a KVM_EXIT_DEBUG"));
+    case UcallKind::sync: break;
+  }
+  return std::unexpected(make_error(0, fmt::format("KVM_RUN vCPU {}", id_),
+                                    fmt::format("a ucall (kind {}, value {:#x}) instead of a KVM_EXIT_DEBUG",
+                                                static_cast<std::uint32_t>(call->kind), call->values[0])));
 }
 
 template <typename T>
@@ -598,6 +621,19 @@ Result<kvm_debugregs> Vcpu::debugregs() const {
 Result<void> Vcpu::set_debugregs(const kvm_debugregs& debugregs) {
   VFIOLAB_TRY(vm_.kvm().require(KVM_CAP_DEBUGREGS, "KVM_CAP_DEBUGREGS"));
   return set(KVM_SET_DEBUGREGS, "KVM_SET_DEBUGREGS", debugregs);
+}
+
+Result<void> Vcpu::set_guest_debug(const kvm_guest_debug& debug) {
+  VFIOLAB_TRY(vm_.kvm().require(KVM_CAP_SET_GUEST_DEBUG, "KVM_CAP_SET_GUEST_DEBUG"));
+  // KVM_CAP_SET_GUEST_DEBUG2 is the set of control flags this KVM knows.
+  if (const int known = vm_.kvm().extension(KVM_CAP_SET_GUEST_DEBUG2); known > 0) {
+    if (const std::uint32_t unknown = debug.control & ~static_cast<std::uint32_t>(known)) {
+      return std::unexpected(unsupported_error(0, "KVM_SET_GUEST_DEBUG",
+                                        fmt::format("vCPU {}: control flags {:#x} are not in KVM_CAP_SET_GUEST_DEBUG2 ({:#x})",
+                                                    id_, unknown, known)));
+    }
+  }
+  return set(KVM_SET_GUEST_DEBUG, "KVM_SET_GUEST_DEBUG", debug);
 }
 
 Result<std::uint32_t> Vcpu::mp_state() const {

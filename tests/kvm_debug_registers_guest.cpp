@@ -91,4 +91,94 @@ void guest_send_init(std::uint32_t* target) {
                (static_cast<std::uint64_t>(*target) << 32) | kIcrInit | kIcrAssert);
 }
 
+// ---- Guests the host debugs. Each is noipa, so the compiler neither
+// inlines nor clones it: every label is defined once. The host resumes a
+// guest at some of these labels, so each asm statement is one block the
+// compiler cannot split.
+
+namespace {
+volatile std::uint64_t self_ipis;
+volatile std::uint64_t breakpoints;
+volatile std::uint64_t breakpoint_rip;
+}  // namespace
+
+// #BP is a trap: the frame's RIP is past the INT3.
+void breakpoint_handler(InterruptFrame& frame) {
+  breakpoints = breakpoints + 1;
+  breakpoint_rip = frame.rip;
+}
+
+[[gnu::noipa]] void guest_probe_breakpoint(HostDebugShared* shared) {
+  debug_exceptions = 0;
+  asm volatile(".globl vfiolab_host_debug_probe\nvfiolab_host_debug_probe: nop" ::: "memory");
+  shared->probe_debug_exceptions = debug_exceptions;
+}
+
+[[gnu::noipa]] void guest_int3(HostDebugShared* shared) {
+  breakpoints = 0;
+  asm volatile(".globl vfiolab_host_debug_int3\nvfiolab_host_debug_int3: int3" ::: "memory");
+  shared->guest_breakpoints = breakpoints;
+  shared->guest_breakpoint_rip = breakpoint_rip;
+}
+
+[[gnu::noipa]] void guest_instruction(HostDebugShared* shared) {
+  asm volatile(".globl vfiolab_host_debug_instruction\nvfiolab_host_debug_instruction: incl %0"
+               : "+m"(shared->executed));
+}
+
+[[gnu::noipa]] void guest_write(HostDebugShared* shared) {
+  asm volatile(
+      "movl %1, %%eax\n"
+      ".globl vfiolab_host_debug_write\nvfiolab_host_debug_write: movl %%eax, %0\n"
+      ".globl vfiolab_host_debug_written\nvfiolab_host_debug_written: nop"
+      : "=m"(shared->watched)
+      : "i"(kWatchedValue)
+      : "rax");
+}
+
+void self_ipi_handler(InterruptFrame&) {
+  self_ipis = self_ipis + 1;
+  guest::apic_eoi();
+}
+
+[[gnu::noipa]] void guest_steps(HostDebugShared* shared) {
+  self_ipis = 0;
+  guest::apic_enable(true);
+  // Interrupts are disabled: the IPI waits in the IRR.
+  guest::apic_write(x86::kApicIcrLow, x86::kApicIcrToSelf | x86::kApicIcrAssert | kSelfIpiVector);
+  Ucall call;
+  call.kind = UcallKind::sync;
+  std::uint64_t rax = 0, rdx = kUcallPort;  // the OUT's port, then what the sequence leaves
+  asm volatile(
+      "outl %%eax, %%dx\n"
+      ".globl vfiolab_host_debug_step_0\nvfiolab_host_debug_step_0: sti\n"
+      ".globl vfiolab_host_debug_step_1\nvfiolab_host_debug_step_1: xor %%eax, %%eax\n"
+      ".globl vfiolab_host_debug_step_2\nvfiolab_host_debug_step_2: cpuid\n"
+      ".globl vfiolab_host_debug_step_3\nvfiolab_host_debug_step_3: movl %[msr], %%ecx\n"
+      ".globl vfiolab_host_debug_step_4\nvfiolab_host_debug_step_4: wrmsr\n"
+      ".globl vfiolab_host_debug_step_5\nvfiolab_host_debug_step_5: mov %%ss, %%eax\n"
+      ".globl vfiolab_host_debug_step_6\nvfiolab_host_debug_step_6: mov %%eax, %%ss\n"
+      ".globl vfiolab_host_debug_step_7\nvfiolab_host_debug_step_7: nop\n"
+      ".globl vfiolab_host_debug_step_8\nvfiolab_host_debug_step_8: cli\n"
+      ".globl vfiolab_host_debug_step_9\nvfiolab_host_debug_step_9: nop\n"
+      : "+a"(rax), "+d"(rdx)
+      : "D"(&call), [msr] "i"(x86::kMsrTscDeadline)
+      : "rbx", "rcx", "memory");
+  shared->interrupts_before_sti = self_ipis;
+  asm volatile("sti; nop; nop; cli" ::: "memory");
+  shared->interrupts_after_sti = self_ipis;
+}
+
+[[gnu::noipa]] void guest_dr_access(HostDebugShared* shared) {
+  std::uint64_t value;
+  asm volatile(
+      "movabs %1, %%rax\n"
+      ".globl vfiolab_host_debug_dr_access\nvfiolab_host_debug_dr_access: mov %%dr0, %%rax"
+      : "=&a"(value)
+      : "i"(kRaxBeforeDrAccess));
+  shared->dr0_read = value;
+  shared->dr6_at_end = guest::read_dr6();
+  shared->dr7_at_end = guest::read_dr7();
+}
+
 }  // namespace vfiolab::kvm_debug_registers

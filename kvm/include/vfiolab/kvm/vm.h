@@ -121,6 +121,15 @@ class Vcpu {
   Result<void> set_sregs(const kvm_sregs& sregs);
   Result<kvm_debugregs> debugregs() const;
   Result<void> set_debugregs(const kvm_debugregs& debugregs);
+  // KVM_SET_GUEST_DEBUG: the host debugs the guest (software breakpoints,
+  // hardware breakpoints from debug.arch.debugreg, single steps), each hit
+  // a KVM_EXIT_DEBUG. unsupported without KVM_CAP_SET_GUEST_DEBUG, or when
+  // debug.control has a flag KVM_CAP_SET_GUEST_DEBUG2 does not list.
+  Result<void> set_guest_debug(const kvm_guest_debug& debug);
+  // run() until KVM exits with KVM_EXIT_DEBUG, and what KVM said about it
+  // (exception vector, pc, DR6, DR7). A ucall of any kind first (the guest
+  // finished, or failed) is an Error, as any other exit is.
+  Result<kvm_debug_exit_arch> run_until_debug_exit();
   // KVM_GET_MP_STATE (which also makes the vCPU take a pending INIT or SIPI).
   Result<std::uint32_t> mp_state() const;
   Result<void> set_mp_state(std::uint32_t state);
@@ -138,6 +147,7 @@ class Vcpu {
   template <typename T>
   Result<void> set(unsigned long request, const char* name, const T& value);
   Error exit_error(const kvm_run& run) const;
+  Error guest_failure(const Ucall& call) const;
   Vm& vm_;
   std::uint32_t id_;
   UniqueFd fd_;

@@ -47,7 +47,17 @@ inline constexpr std::uint64_t kDr6Bt = 1ull << 15;   // task switch
 inline constexpr std::uint64_t kDr6Bld = 1ull << 11;  // bus lock (active low)
 inline constexpr std::uint64_t kDr6Rtm = 1ull << 16;  // in an RTM transaction (active low)
 inline constexpr std::uint64_t kDr7L0 = 1ull << 0;    // local enable of breakpoint 0
+inline constexpr std::uint64_t kDr7Gd = 1ull << 13;   // general detect: a MOV to or from a DR raises #DB
 // R/W0 (bits 17:16) 00 = instruction execution, LEN0 (bits 19:18) 00 = 1 byte.
+// Breakpoint n's local (L) and global (G) enable bits, and its condition
+// field (R/Wn in bits 16 + 4n, LENn in the two bits above).
+constexpr std::uint64_t dr7_local_enable(unsigned n) { return 1ull << (2 * n); }
+constexpr std::uint64_t dr7_global_enable(unsigned n) { return 1ull << (2 * n + 1); }
+enum class BreakOn : std::uint64_t { execution = 0, write = 1, io = 2, read_write = 3 };
+enum class BreakLength : std::uint64_t { one = 0, two = 1, eight = 2, four = 3 };
+constexpr std::uint64_t dr7_condition(unsigned n, BreakOn on, BreakLength length) {
+  return (static_cast<std::uint64_t>(on) | (static_cast<std::uint64_t>(length) << 2)) << (16 + 4 * n);
+}
 
 // Exception and interrupt vectors.
 inline constexpr std::uint8_t kVectorDebug = 1;
@@ -64,6 +74,7 @@ inline constexpr std::uint64_t kApicBaseX2apic = 1ull << 10;  // EXTD
 inline constexpr std::uint64_t kApicBaseEnable = 1ull << 11;
 inline constexpr std::uint32_t kMsrEfer = 0xc0000080;
 inline constexpr std::uint32_t kMsrTsc = 0x10;
+inline constexpr std::uint32_t kMsrTscDeadline = 0x6e0;
 inline constexpr std::uint32_t kMsrX2apicBase = 0x800;  // x2APIC register R is MSR 0x800 + R / 16
 
 // Local APIC (xAPIC MMIO page and x2APIC MSRs share register offsets).
@@ -75,6 +86,8 @@ inline constexpr std::uint32_t kApicSvr = 0xf0;  // spurious vector register
 inline constexpr std::uint32_t kApicSvrEnable = 1u << 8;
 inline constexpr std::uint32_t kApicIcrLow = 0x300;
 inline constexpr std::uint32_t kApicIcrHigh = 0x310;
+inline constexpr std::uint32_t kApicIcrAssert = 1u << 14;      // level: assert (what every IPI but INIT deassert uses)
+inline constexpr std::uint32_t kApicIcrToSelf = 1u << 18;      // destination shorthand 01: this APIC
 
 // CPUID bits.
 inline constexpr std::uint32_t kCpuid1EcxX2apic = 1u << 21;
