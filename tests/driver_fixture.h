@@ -249,8 +249,14 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   // An IOVA nothing is mapped at.
   std::uint64_t unmapped_iova() { return check(allocator_->allocate(kBufferSize)); }
 
+  // Eight bytes a draw: large buffers fill in reasonable time under TCG.
   void fill_random(std::span<std::byte> bytes) {
-    for (auto& b : bytes) b = static_cast<std::byte>(rng_());
+    std::size_t at = 0;
+    for (; at + sizeof(std::uint64_t) <= bytes.size(); at += sizeof(std::uint64_t)) {
+      const std::uint64_t word = rng_();
+      std::memcpy(bytes.data() + at, &word, sizeof(word));
+    }
+    for (; at < bytes.size(); ++at) bytes[at] = static_cast<std::byte>(rng_());
   }
 
   // Every enabled vector's eventfd, emptied.
