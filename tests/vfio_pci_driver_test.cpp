@@ -70,7 +70,8 @@ VFIOLAB_TEST_TIMEOUT(large_timeout, "vfio_pci_driver_large_test", 120);
 TEST_P(vfio_pci_driver_large_test, memcpy_1g_region) {
   const std::uint64_t chunk = driver_->max_memcpy_size();
   const std::uint64_t half = kLargeRegion / 2;
-  // The rate, on four chunks from the small buffers' fixture sizes up.
+  // The rate, from the fastest of four chunks (a stall of the machine in
+  // one does not make the test SKIP), all four byte-checked.
   const std::uint64_t probe = std::min(half, 4 * chunk);
   {
     auto src = map_new(probe);
@@ -78,12 +79,15 @@ TEST_P(vfio_pci_driver_large_test, memcpy_1g_region) {
     ASSERT_TRUE(src && dst);
     fill_random(src->bytes());
     std::memset(dst->memory.bytes(), 0, probe);
-    const auto start = std::chrono::steady_clock::now();
-    check(memcpy_chunked(*driver_, src->region.iova, dst->region.iova, probe));
-    const auto took = std::chrono::steady_clock::now() - start;
+    auto fastest = std::chrono::steady_clock::duration::max();
+    for (const CopyChunk& piece : check(split_copy(src->region.iova, dst->region.iova, probe, chunk))) {
+      const auto start = std::chrono::steady_clock::now();
+      check(driver_->memcpy(piece.src_iova, piece.dst_iova, piece.size));
+      fastest = std::min(fastest, std::chrono::steady_clock::now() - start);
+    }
     ASSERT_EQ(std::memcmp(src->memory.bytes(), dst->memory.bytes(), probe), 0)
         << "the destination differs from the source after a chunked copy of " << probe << " bytes";
-    const double rate = static_cast<double>(probe) / std::max(1e-6, std::chrono::duration<double>(took).count());
+    const double rate = static_cast<double>(chunk) / std::max(1e-6, std::chrono::duration<double>(fastest).count());
     const double estimate = static_cast<double>(half) / rate;
     if (estimate > std::chrono::duration<double>(kLargeCopyBudget).count()) {
       GTEST_SKIP() << fmt::format(
