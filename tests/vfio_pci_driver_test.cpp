@@ -220,9 +220,10 @@ TEST_P(vfio_pci_driver_test, send_msi) {
 // device keeps working after each fault, and an MSI sent during a copy
 // arrives. The blocked copy is judged like memcpy_from_unmapped_iova's: its
 // source is unmapped right after the device read it (a stale translation
-// lets the data through), and the IOMMU must catch the fault (its fault
-// interrupt every round where it has one; the printed record once per test,
-// or every round where it has no interrupt: see FaultWitness).
+// lets the data through), and the IOMMU must catch the fault: its fault
+// interrupt every round where it has one, the printed record in the first
+// round (see FaultWitness; a record a round waited out the kernel's rate
+// limit, 55 s a mode on virtio-iommu).
 constexpr int kMixRounds = 10;
 
 TEST_P(vfio_pci_driver_test, mix_and_match) {
@@ -240,7 +241,7 @@ TEST_P(vfio_pci_driver_test, mix_and_match) {
     ASSERT_EQ(std::memcmp(src_->memory.bytes(), dst_->memory.bytes(), size_), 0)
         << "the copy before the blocked one, round " << round + 1;
 
-    ASSERT_NO_FATAL_FAILURE(expect_read_from_unmapped_source_blocked("the blocked copy"));
+    ASSERT_NO_FATAL_FAILURE(expect_read_from_unmapped_source_blocked("the blocked copy", round == 0));
     check(iommu_->map(src_->region));  // the device works on after its fault
 
     // A smaller copy at an offset after the fault, every third round and
