@@ -127,10 +127,14 @@ int main_(int argc, char** argv) {
   if (judged == 0) {
     out.skip("opens_overlap", "no round opened its devices");
   } else if (cpus < static_cast<int>(o.bdfs.size())) {
+    out.diagnostic(fmt::format("opens_overlap: {} CPU(s) for {} threads; {} of {} rounds had a thread begin after "
+                               "another's open had ended",
+                               cpus, o.bdfs.size(), apart.size(), judged));
+    // The same reason for any number of devices (the suite's and the fast
+    // tier's entries share one expectation).
     out.skip("opens_overlap",
-             fmt::format("{} CPU(s) for {} threads: the released threads cannot all run at once ({} of {} rounds had "
-                         "a thread begin after another's open had ended)",
-                         cpus, o.bdfs.size(), apart.size(), judged));
+             fmt::format("{} CPU(s), fewer than the threads opening devices: the released threads cannot all run at once",
+                         cpus));
   } else if (!apart.empty()) {
     for (const auto& line : apart) out.diagnostic(line);
     out.fail("opens_overlap", fmt::format("{} of {} rounds' opens did not overlap", apart.size(), judged));
