@@ -59,8 +59,13 @@ inline bool expect_fault_logged(KernelLogReader& log, const Bdf& bdf, std::uint6
       if (left.count() <= 0 || !log.wait(left)) return false;
     }
   };
-  if (seen(std::chrono::seconds(2))) return true;
+  // Once a wait found the IOMMU silent in this run, the tests after it
+  // (and mix_and_match's later rounds) SKIP for it without waiting again.
+  const std::string silent_note = fmt::format("fault log silent: {}", bdf.str());
+  const bool known_silent = harness::run_noted(silent_note);
+  if (!known_silent && seen(std::chrono::seconds(2))) return true;
   if (auto silent = iommu_logs_no_faults(bdf)) {
+    harness::note_for_run(silent_note);
     [&] { GTEST_SKIP() << "the data checks passed; the fault log cannot be checked: " << *silent; }();
     return false;
   }
@@ -249,8 +254,14 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   // An IOVA nothing is mapped at.
   std::uint64_t unmapped_iova() { return check(allocator_->allocate(kBufferSize)); }
 
+  // Eight bytes a draw: large buffers fill in reasonable time under TCG.
   void fill_random(std::span<std::byte> bytes) {
-    for (auto& b : bytes) b = static_cast<std::byte>(rng_());
+    std::size_t at = 0;
+    for (; at + sizeof(std::uint64_t) <= bytes.size(); at += sizeof(std::uint64_t)) {
+      const std::uint64_t word = rng_();
+      std::memcpy(bytes.data() + at, &word, sizeof(word));
+    }
+    for (; at < bytes.size(); ++at) bytes[at] = static_cast<std::byte>(rng_());
   }
 
   // Every enabled vector's eventfd, emptied.
@@ -292,8 +303,11 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
   // source once more, which the IOMMU must block. None of the source's data
   // may arrive whatever the copy returned, a copy that reported its failure
   // must change nothing, no interrupt may fire (`what` names the copy), and
-  // the fault must be caught. The source stays unmapped.
-  void expect_read_from_unmapped_source_blocked(std::string_view what) {
+  // the fault must be caught (without `record`, by the IOMMU's fault
+  // interrupt alone where it has one, and nothing more where it has none:
+  // for tests that block many copies, each record waiting out the kernel's
+  // rate limit). The source stays unmapped.
+  void expect_read_from_unmapped_source_blocked(std::string_view what, bool record = true) {
     ASSERT_EQ(check(iommu_->unmap(src_->region)), src_->region.size);
     fill_random(src_->bytes());
     std::memset(dst_->memory.bytes(), static_cast<int>(kPattern), size_);
@@ -313,7 +327,11 @@ class vfio_pci_driver_test : public testing::TestWithParam<IommuMode> {
     }
     ASSERT_TRUE(blocked_copy_ran(copied));
     expect_no_interrupt(what);
-    witness.expect_caught(src_->region.iova, size_, [&] { return faulting_copy_again(); });
+    if (record) {
+      witness.expect_caught(src_->region.iova, size_, [&] { return faulting_copy_again(); });
+    } else {
+      witness.expect_interrupt();
+    }
   }
 
   void copy_and_verify(std::uint64_t size) {
