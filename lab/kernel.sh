@@ -153,6 +153,24 @@ if [ ! -f "$headers/.complete" ]; then
 fi
 headers=$(realpath "$headers")
 
+# selftests_cached KIND KEY_PART...: the cached build of these selftests
+# (printed, and the script ends) if there is one; otherwise sets $out to
+# where it goes and $staging to a new folder to build it in.
+selftests_cached() {
+    local kind=$1 key
+    shift
+    key=$(printf '%s\n' "$kind-selftests" "$identity" "$(gcc --version | head -n1)" "$LAB_SELFTESTS_RECIPE" "$@" |
+        sha256sum | cut -c1-16)
+    out="$LAB_CACHE/kselftest/$key"
+    if [ -f "$out/.complete" ]; then
+        log "cached ${kind^^} selftests: $out"
+        echo "$out"
+        exit 0
+    fi
+    mkdir -p "$LAB_CACHE/kselftest"
+    staging=$(mktemp -d "$LAB_CACHE/kselftest/staging.XXXXXX")
+}
+
 # The tree's own VFIO selftests, for lab/run --kernel-selftests.
 build_vfio_selftests() {
     local suite="$tree/tools/testing/selftests/vfio"
@@ -160,18 +178,9 @@ build_vfio_selftests() {
         echo "kernel tree $tree has no VFIO selftests (no tools/testing/selftests/vfio)" >&2
         exit 3
     fi
-    local compiler key out staging extra program
+    local compiler out staging extra program
     compiler=$(gcc --version | head -n1)
-    key=$(printf '%s\n' "vfio-selftests" "$identity" "$compiler" "$LAB_SELFTESTS_RECIPE" \
-        "$(sha256sum <"$here/kselftest-compat.h")" | sha256sum | cut -c1-16)
-    out="$LAB_CACHE/kselftest/$key"
-    if [ -f "$out/.complete" ]; then
-        log "cached VFIO selftests: $out"
-        echo "$out"
-        exit 0
-    fi
-    mkdir -p "$LAB_CACHE/kselftest"
-    staging=$(mktemp -d "$LAB_CACHE/kselftest/staging.XXXXXX")
+    selftests_cached vfio "$(sha256sum <"$here/kselftest-compat.h")"
     # Static: the guest has busybox and no C library.
     extra="-static"
     # Debian's 7.2.13 calls calloc_assert() in lib/vfio_pci_device.c, and
@@ -214,7 +223,7 @@ build_vfio_selftests() {
 # moved (x86_64/ became x86/): the path is read from it, not assumed.
 build_kvm_selftests() {
     local suite="$tree/tools/testing/selftests/kvm"
-    local compiler key out staging program path targets=() wanted=(irq_test debug_regs)
+    local compiler out staging program path targets=() wanted=(irq_test debug_regs)
     local makefiles=("$suite"/Makefile*)
     declare -A paths=()
     for program in "${wanted[@]}"; do
@@ -228,16 +237,7 @@ build_kvm_selftests() {
         exit 3
     fi
     compiler=$(gcc --version | head -n1)
-    key=$(printf '%s\n' "kvm-selftests" "$identity" "$compiler" "$LAB_SELFTESTS_RECIPE" "${wanted[*]}" |
-        sha256sum | cut -c1-16)
-    out="$LAB_CACHE/kselftest/$key"
-    if [ -f "$out/.complete" ]; then
-        log "cached KVM selftests: $out"
-        echo "$out"
-        exit 0
-    fi
-    mkdir -p "$LAB_CACHE/kselftest"
-    staging=$(mktemp -d "$LAB_CACHE/kselftest/staging.XXXXXX")
+    selftests_cached kvm "${wanted[*]}"
     mkdir -p "$staging/bin"
     : >"$staging/absent"
     for program in "${wanted[@]}"; do

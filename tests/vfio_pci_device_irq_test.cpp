@@ -237,6 +237,31 @@ std::uint64_t seed_for_run() {
   return seed_option.given() ? seed_option.number_or(1) : std::random_device{}();
 }
 
+// The guest that counts the interrupts: its VM, the state it shares with
+// the host, and why there are no latency figures (empty when there are).
+struct IrqGuest {
+  std::unique_ptr<Vm> vm;
+  GuestState* state = nullptr;
+  std::string tsc_note;
+};
+
+Result<IrqGuest> make_irq_guest(const VmOptions& options, bool x2apic, bool halt) {
+  IrqGuest guest;
+  VFIOLAB_ASSIGN_OR_RETURN(guest.vm, Vm::create(options));
+  guest.state = guest.vm->arena().make<GuestState>();
+  if (guest.state == nullptr) return std::unexpected(make_error(ENOMEM, "place the guest's state in the guest arena"));
+  guest.state->x2apic = x2apic;
+  guest.state->halt = halt;
+  // One clock for host and guest: the guest's TSC offset 0.
+  for (std::size_t i = 0; i < guest.vm->vcpu_count(); ++i) {
+    if (auto r = guest.vm->vcpu(i).set_tsc_offset(0); !r) {
+      guest.tsc_note = fmt::format("no latency figures: {}", r.error().message());
+      break;
+    }
+  }
+  return guest;
+}
+
 // What a run of interrupts does besides sending them.
 struct DeliveryPlan {
   std::uint32_t gsi = Vm::kFirstMsiGsi;
@@ -524,19 +549,10 @@ class vfio_pci_device_irq_test : public testing::TestWithParam<IrqIndex> {
       vector_ = 0;
     }
 
-    VFIOLAB_ASSIGN_OR_SKIP(vm, Vm::create({.vcpus = vcpus_}));
-    vm_ = std::move(vm);
-    state_ = vm_->arena().make<GuestState>();
-    ASSERT_NE(state_, nullptr);
-    state_->x2apic = !xapic.given();
-    state_->halt = !spin.given();
-    // One clock for host and guest: the guest's TSC offset 0.
-    for (std::size_t i = 0; i < vm_->vcpu_count(); ++i) {
-      if (auto r = vm_->vcpu(i).set_tsc_offset(0); !r) {
-        tsc_note_ = fmt::format("no latency figures: {}", r.error().message());
-        break;
-      }
-    }
+    VFIOLAB_ASSIGN_OR_SKIP(guest, make_irq_guest({.vcpus = vcpus_}, !xapic.given(), !spin.given()));
+    vm_ = std::move(guest.vm);
+    state_ = guest.state;
+    tsc_note_ = std::move(guest.tsc_note);
   }
 
   void TearDown() override {
@@ -688,18 +704,10 @@ class kvm_irqfd : public testing::Test {
   }
 
   void create_vm(const VmOptions& options) {
-    VFIOLAB_ASSIGN_OR_SKIP(vm, Vm::create(options));
-    vm_ = std::move(vm);
-    state_ = vm_->arena().make<GuestState>();
-    ASSERT_NE(state_, nullptr);
-    state_->x2apic = !xapic.given();
-    state_->halt = !spin.given();
-    for (std::size_t i = 0; i < vm_->vcpu_count(); ++i) {
-      if (auto r = vm_->vcpu(i).set_tsc_offset(0); !r) {
-        tsc_note_ = fmt::format("no latency figures: {}", r.error().message());
-        break;
-      }
-    }
+    VFIOLAB_ASSIGN_OR_SKIP(guest, make_irq_guest(options, !xapic.given(), !spin.given()));
+    vm_ = std::move(guest.vm);
+    state_ = guest.state;
+    tsc_note_ = std::move(guest.tsc_note);
   }
 
   std::optional<EventFd> eventfd_;
