@@ -478,9 +478,19 @@ Result<void> PciDevice::mask_intx() { return intx_action(VFIO_IRQ_SET_ACTION_MAS
 Result<void> PciDevice::unmask_intx() { return intx_action(VFIO_IRQ_SET_ACTION_UNMASK, "unmask INTx"); }
 
 Result<void> PciDevice::reset() {
-  if (::ioctl(device_.get(), VFIO_DEVICE_RESET) != 0) {
+  // The kernel resets with pci_try_reset_function(), which answers EAGAIN
+  // while someone else holds the device's lock (a sysfs reader, a reset of
+  // the bus): tried again, 10 ms apart, for up to 200 ms.
+  constexpr int kTries = 20;
+  int tries = 0;
+  int status = 0;
+  while ((status = ::ioctl(device_.get(), VFIO_DEVICE_RESET)) != 0 && errno == EAGAIN && ++tries < kTries) {
+    ::usleep(10'000);
+  }
+  if (status != 0) {
     const int err = errno;
     Error error = error_here(err, "VFIO_DEVICE_RESET");
+    if (err == EAGAIN) error.context += fmt::format(" (still busy after {} tries, 10 ms apart)", kTries);
     if (!has_reset()) error.unsupported = true;
     return std::unexpected(error);
   }
