@@ -42,16 +42,28 @@ void Port::msix_mode() const {
   (void)read32(kEicr);  // read to clear
 }
 
-Result<void> Port::start_link() const {
-  write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
-                     kCtrlFullDuplex);
-  write32(kMdic, mdic_write(kPhyControl,
-                            kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex));
+Result<void> Port::write_phy(std::uint32_t reg, std::uint16_t value) const {
+  write32(kMdic, mdic_write(reg, value));
   VFIOLAB_TRY(poll(pf_, "MDIC write", kQueueTimeout, [&] { return (read32(kMdic) & kMdicReady) != 0; }));
   if (const std::uint32_t mdic = read32(kMdic); mdic & kMdicError) {
-    return std::unexpected(
-        device_error(EIO, pf_.name(), "igb init", fmt::format("PHY control write failed: MDIC {:#x}", mdic)));
+    return std::unexpected(device_error(
+        EIO, pf_.name(), "igb init", fmt::format("PHY register {} write {:#x} failed: MDIC {:#x}", reg, value, mdic)));
   }
+  return {};
+}
+
+Result<void> Port::start_link() const {
+  // QEMU's STATUS.LU: auto-negotiation restarted (on a real port it cannot
+  // finish before the next write turns it off).
+  VFIOLAB_TRY(write_phy(kPhyControl, kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex));
+  // A real port's loopback: in the PHY, at 1 Gb/s full duplex.
+  VFIOLAB_TRY(write_phy(kPhyControl, kBmcrLoopback | kBmcrSpeed1000 | kBmcrFullDuplex));
+  // Linux's igb waits as long before forcing the MAC in its own PHY
+  // loopback self-test (igb_integrated_phy_loopback); the datasheet names
+  // no time.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
+                     kCtrlFullDuplex);
   return {};
 }
 

@@ -70,9 +70,13 @@ class Port {
   // MSI-X mode, which a VF's vectors need too; no cause enabled.
   void msix_mode() const;
 
-  // The receiver takes frames only with the link up (STATUS.LU). A real
-  // port in MAC loopback gets it from CTRL.SLU with speed and duplex forced;
-  // QEMU's model from auto-negotiation, restarted in the PHY.
+  // The receiver takes frames only with the link up (STATUS.LU). QEMU's
+  // model sets it when auto-negotiation, restarted in the PHY, is done. A
+  // real 82576 loops frames back in its PHY (datasheet 3.5.6.1: "Use PHY
+  // Loopback instead of MAC Loopback on the 82576"): internal loopback at
+  // 1 Gb/s full duplex with auto-negotiation off (3.5.6.3.1), then the MAC
+  // forced to the same with the link up (CTRL.SLU), the physical link
+  // irrelevant. Not yet verified on a real 82576.
   Result<void> start_link() const;
 
   // Exact match on one address, nothing else: no promiscuous modes, no
@@ -88,6 +92,9 @@ class Port {
   void write32(std::uint32_t offset, std::uint32_t value) const { bar0_.write32(offset, value); }
 
  private:
+  // A write to the internal PHY's register `reg` through MDIC, waited for.
+  Result<void> write_phy(std::uint32_t reg, std::uint16_t value) const;
+
   const PciDevice& pf_;
   Mmio bar0_;
 };

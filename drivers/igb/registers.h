@@ -130,6 +130,7 @@ inline constexpr std::uint16_t kBmcrSpeed1000 = 0x0040;
 inline constexpr std::uint16_t kBmcrFullDuplex = 0x0100;
 inline constexpr std::uint16_t kBmcrRestartAutoneg = 0x0200;
 inline constexpr std::uint16_t kBmcrAutonegEnable = 0x1000;
+inline constexpr std::uint16_t kBmcrLoopback = 0x4000;
 constexpr std::uint32_t mdic_write(std::uint32_t reg, std::uint16_t value) {
   return value | (reg << kMdicRegShift) | (kPhyAddress << kMdicPhyShift) | kMdicOpWrite;
 }
