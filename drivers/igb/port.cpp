@@ -2,13 +2,20 @@
 
 namespace vfiolab::igb {
 
-Result<void> check_consent(const PciDevice& pf, const DriverOptions& options) {
+Result<bool> is_qemu_model(const PciDevice& pf) {
   VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem_vendor, pf.config_read<std::uint16_t>(kPciSubsystemVendorId));
   VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem, pf.config_read<std::uint16_t>(kPciSubsystemId));
-  if (subsystem_vendor == kSubsystemVendorQemu && subsystem == kSubsystemQemu) return {};
+  return subsystem_vendor == kSubsystemVendorQemu && subsystem == kSubsystemQemu;
+}
+
+Result<void> check_consent(const PciDevice& pf, const DriverOptions& options) {
+  VFIOLAB_ASSIGN_OR_RETURN(const bool qemu, is_qemu_model(pf));
+  if (qemu) return {};
+  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem_vendor, pf.config_read<std::uint16_t>(kPciSubsystemVendorId));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem, pf.config_read<std::uint16_t>(kPciSubsystemId));
   return require_consent(pf, options, kName, "igb init",
                          fmt::format("{:04x}:{:04x} with subsystem {:04x}:{:04x} is not QEMU's igb, and the "
-                                     "driver resets the port and puts it in MAC loopback",
+                                     "driver resets the port and puts it in loopback",
                                      pf.vendor_id(), pf.device_id(), subsystem_vendor, subsystem));
 }
 
@@ -53,9 +60,13 @@ Result<void> Port::write_phy(std::uint32_t reg, std::uint16_t value) const {
 }
 
 Result<void> Port::start_link() const {
-  // QEMU's STATUS.LU: auto-negotiation restarted (on a real port it cannot
-  // finish before the next write turns it off).
-  VFIOLAB_TRY(write_phy(kPhyControl, kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex));
+  VFIOLAB_ASSIGN_OR_RETURN(const bool qemu, is_qemu_model(pf_));
+  if (qemu) {
+    // QEMU's STATUS.LU: the MAC forced, auto-negotiation restarted.
+    write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
+                       kCtrlFullDuplex);
+    return write_phy(kPhyControl, kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex);
+  }
   // A real port's loopback: in the PHY, at 1 Gb/s full duplex.
   VFIOLAB_TRY(write_phy(kPhyControl, kBmcrLoopback | kBmcrSpeed1000 | kBmcrFullDuplex));
   // Linux's igb waits as long before forcing the MAC in its own PHY

@@ -52,6 +52,9 @@ Result<void> poll(const PciDevice& device, std::string_view what, Clock::duratio
 
 // Whether this process may reset the 82576 PF `pf` and put it in loopback:
 // QEMU's model always, a real port only with the igb driver's consent.
+// Whether `pf` is QEMU's emulated 82576 (its subsystem IDs, 1af4:1100).
+Result<bool> is_qemu_model(const PciDevice& pf);
+
 Result<void> check_consent(const PciDevice& pf, const DriverOptions& options);
 // The number of VFs the PF has enabled (0 without SR-IOV).
 Result<unsigned> enabled_vfs(const PciDevice& pf);
@@ -71,7 +74,8 @@ class Port {
   void msix_mode() const;
 
   // The receiver takes frames only with the link up (STATUS.LU). QEMU's
-  // model sets it when auto-negotiation, restarted in the PHY, is done. A
+  // model (subsystem 1af4:1100) sets it when auto-negotiation, restarted in
+  // the PHY, is done, and loops frames back in the MAC (RCTL.LBM). A
   // real 82576 loops frames back in its PHY (datasheet 3.5.6.1: "Use PHY
   // Loopback instead of MAC Loopback on the 82576"): internal loopback at
   // 1 Gb/s full duplex with auto-negotiation off (3.5.6.3.1), then the MAC
