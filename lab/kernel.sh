@@ -155,11 +155,13 @@ headers=$(realpath "$headers")
 
 # selftests_cached KIND KEY_PART...: the cached build of these selftests
 # (printed, and the script ends) if there is one; otherwise sets $out to
-# where it goes and $staging to a new folder to build it in.
+# where it goes, $staging to a new folder to build it in and $compiler to
+# the compiler's version line (part of the key).
 selftests_cached() {
     local kind=$1 key
     shift
-    key=$(printf '%s\n' "$kind-selftests" "$identity" "$(gcc --version | head -n1)" "$LAB_SELFTESTS_RECIPE" "$@" |
+    compiler=$(gcc --version | head -n1)
+    key=$(printf '%s\n' "$kind-selftests" "$identity" "$compiler" "$LAB_SELFTESTS_RECIPE" "$@" |
         sha256sum | cut -c1-16)
     out="$LAB_CACHE/kselftest/$key"
     if [ -f "$out/.complete" ]; then
@@ -179,7 +181,6 @@ build_vfio_selftests() {
         exit 3
     fi
     local compiler out staging extra program
-    compiler=$(gcc --version | head -n1)
     selftests_cached vfio "$(sha256sum <"$here/kselftest-compat.h")"
     # Static: the guest has busybox and no C library.
     extra="-static"
@@ -236,7 +237,6 @@ build_kvm_selftests() {
         echo "kernel tree $tree has none of the KVM selftests ${wanted[*]}" >&2
         exit 3
     fi
-    compiler=$(gcc --version | head -n1)
     selftests_cached kvm "${wanted[*]}"
     mkdir -p "$staging/bin"
     : >"$staging/absent"

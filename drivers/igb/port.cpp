@@ -2,21 +2,34 @@
 
 namespace vfiolab::igb {
 
+namespace {
+
+struct SubsystemIds {
+  std::uint16_t vendor;
+  std::uint16_t device;
+  bool qemu() const { return vendor == kSubsystemVendorQemu && device == kSubsystemQemu; }
+};
+
+Result<SubsystemIds> subsystem_ids(const PciDevice& pf) {
+  VFIOLAB_ASSIGN_OR_RETURN(const auto vendor, pf.config_read<std::uint16_t>(kPciSubsystemVendorId));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto device, pf.config_read<std::uint16_t>(kPciSubsystemId));
+  return SubsystemIds{vendor, device};
+}
+
+}  // namespace
+
 Result<bool> is_qemu_model(const PciDevice& pf) {
-  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem_vendor, pf.config_read<std::uint16_t>(kPciSubsystemVendorId));
-  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem, pf.config_read<std::uint16_t>(kPciSubsystemId));
-  return subsystem_vendor == kSubsystemVendorQemu && subsystem == kSubsystemQemu;
+  VFIOLAB_ASSIGN_OR_RETURN(const auto ids, subsystem_ids(pf));
+  return ids.qemu();
 }
 
 Result<void> check_consent(const PciDevice& pf, const DriverOptions& options) {
-  VFIOLAB_ASSIGN_OR_RETURN(const bool qemu, is_qemu_model(pf));
-  if (qemu) return {};
-  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem_vendor, pf.config_read<std::uint16_t>(kPciSubsystemVendorId));
-  VFIOLAB_ASSIGN_OR_RETURN(const auto subsystem, pf.config_read<std::uint16_t>(kPciSubsystemId));
+  VFIOLAB_ASSIGN_OR_RETURN(const auto ids, subsystem_ids(pf));
+  if (ids.qemu()) return {};
   return require_consent(pf, options, kName, "igb init",
                          fmt::format("{:04x}:{:04x} with subsystem {:04x}:{:04x} is not QEMU's igb, and the "
                                      "driver resets the port and puts it in loopback",
-                                     pf.vendor_id(), pf.device_id(), subsystem_vendor, subsystem));
+                                     pf.vendor_id(), pf.device_id(), ids.vendor, ids.device));
 }
 
 Result<unsigned> enabled_vfs(const PciDevice& pf) {
@@ -60,11 +73,14 @@ Result<void> Port::write_phy(std::uint32_t reg, std::uint16_t value) const {
 }
 
 Result<void> Port::start_link() const {
+  const auto force_mac_link = [&] {
+    write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
+                       kCtrlFullDuplex);
+  };
   VFIOLAB_ASSIGN_OR_RETURN(const bool qemu, is_qemu_model(pf_));
   if (qemu) {
     // QEMU's STATUS.LU: the MAC forced, auto-negotiation restarted.
-    write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
-                       kCtrlFullDuplex);
+    force_mac_link();
     return write_phy(kPhyControl, kBmcrAutonegEnable | kBmcrRestartAutoneg | kBmcrSpeed1000 | kBmcrFullDuplex);
   }
   // A real port's loopback: in the PHY, at 1 Gb/s full duplex.
@@ -73,8 +89,7 @@ Result<void> Port::start_link() const {
   // loopback self-test (igb_integrated_phy_loopback); the datasheet names
   // no time.
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  write32(kCtrl, read32(kCtrl) | kCtrlSetLinkUp | kCtrlForceSpeed | kCtrlForceDuplex | kCtrlSpeed1000 |
-                     kCtrlFullDuplex);
+  force_mac_link();
   return {};
 }
 

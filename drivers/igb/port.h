@@ -50,11 +50,11 @@ Result<void> poll(const PciDevice& device, std::string_view what, Clock::duratio
   return {};
 }
 
-// Whether this process may reset the 82576 PF `pf` and put it in loopback:
-// QEMU's model always, a real port only with the igb driver's consent.
 // Whether `pf` is QEMU's emulated 82576 (its subsystem IDs, 1af4:1100).
 Result<bool> is_qemu_model(const PciDevice& pf);
 
+// Whether this process may reset the 82576 PF `pf` and put it in loopback:
+// QEMU's model always, a real port only with the igb driver's consent.
 Result<void> check_consent(const PciDevice& pf, const DriverOptions& options);
 // The number of VFs the PF has enabled (0 without SR-IOV).
 Result<unsigned> enabled_vfs(const PciDevice& pf);
