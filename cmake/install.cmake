@@ -83,6 +83,10 @@ function(vfiolab_install_package)
     lab/suite.seconds lab/quick.seconds lab/faults.seconds
     lab/kernel-selftests.plan DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   install(PROGRAMS lab/guest/init DESTINATION ${VFIOLAB_LAB_DATADIR}/guest COMPONENT lab)
+  install(PROGRAMS lab/lava DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
+  install(PROGRAMS lab/lava.d/lava.py lab/lava.d/submit.py
+    DESTINATION ${VFIOLAB_LAB_DATADIR}/lava.d COMPONENT lab)
+  install(FILES lab/lava.d/vfiolab-qemu.jinja2 DESTINATION ${VFIOLAB_LAB_DATADIR}/lava.d COMPONENT lab)
   install(DIRECTORY lab/lanes DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   get_property(guest_programs GLOBAL PROPERTY VFIOLAB_GUEST_PROGRAMS)
   file(GENERATE OUTPUT ${CMAKE_CURRENT_BINARY_DIR}/guest-programs

@@ -4,6 +4,7 @@
 // with a time limit.
 //
 //   vfiolab-plan-runner --plan FILE --results FILE --progress FILE [--jobs N] [--timeout SECONDS]
+//                       [--lava-console FILE]
 //
 // --results gets one KTAP document: each finished program's output as a
 // nested block, then its result line; results are numbered in the order
@@ -17,6 +18,10 @@
 // The kernel log gets "vfiolab: begin N NAME" and "vfiolab: end N NAME
 // exit=S" (N is the plan position), so a kernel report can be tied to the
 // programs running when it appeared.
+// --lava-console also writes the results, and the lines LAVA's monitors
+// read, to that console, with the kernel log relayed beside them
+// (lava_console.h; a LAVA job's guest, lab/lava).
+#include "lava_console.h"
 #include "plan.h"
 
 #include "vfiolab/child_process.h"
@@ -39,6 +44,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -138,17 +144,18 @@ struct Job {
 class Runner {
  public:
   Runner(std::vector<lab::PlanEntry> plan, std::size_t jobs, std::chrono::seconds timeout, UniqueFd results,
-         UniqueFd progress)
+         UniqueFd progress, std::unique_ptr<lab::LavaConsole> lava)
       : plan_(std::move(plan)),
         timeout_(timeout),
         results_(std::move(results)),
         progress_(std::move(progress)),
+        lava_(std::move(lava)),
         kmsg_(::open("/dev/kmsg", O_WRONLY | O_CLOEXEC)),
         jobs_allowed_(jobs),
         scheduler_(resources(), jobs) {}
 
   void run() {
-    write_all(results_.get(), fmt::format("KTAP version 1\n1..{}\n", plan_.size()));
+    results(fmt::format("KTAP version 1\n1..{}\n", plan_.size()));
     progress(fmt::format("plan\t{}\t{}\t{}", plan_.size(), jobs_allowed_, uptime()));
     kmsg("plan start");
     while (!scheduler_.done()) {
@@ -156,6 +163,7 @@ class Runner {
       wait_for_events();
     }
     kmsg("plan done");
+    if (lava_) lava_->close();
   }
 
  private:
@@ -174,6 +182,10 @@ class Runner {
   }
 
   void progress(const std::string& line) { write_all(progress_.get(), line + "\n"); }
+  void results(const std::string& text) {
+    write_all(results_.get(), text);
+    if (lava_) lava_->ktap(text);
+  }
   void kmsg(const std::string& text) {
     if (kmsg_) write_all(kmsg_.get(), "vfiolab: " + text + "\n");
   }
@@ -213,7 +225,7 @@ class Runner {
     progress(fmt::format("end\t{}\t{}\t0", name, status));
     scheduler_.started(entry);
     scheduler_.finished(entry);
-    report(name, {fmt::format("# {}: {}", name, note)}, verdict, directive);
+    report(entry, {fmt::format("# {}: {}", name, note)}, verdict, directive);
   }
   void finish_without_running(std::size_t entry, const std::string& why) {
     end_without_running(entry, "not started", why, "not ok", "");
@@ -292,30 +304,32 @@ class Runner {
                                  : fmt::format("# {}: killed after {}s, and still not gone {}s later (stuck in the "
                                                "kernel: see the kernel log)",
                                                e.name, timeout_.count(), kStuckGrace.count()));
-      report(e.name, block, "not ok", " # TIMEOUT");
+      report(job.entry, block, "not ok", " # TIMEOUT");
     } else if (code == ktap::kExitPass) {
-      report(e.name, block, "ok", "");
+      report(job.entry, block, "ok", "");
     } else if (code == ktap::kExitSkip) {
       const std::string why = lab::whole_skip_reason(job.lines);
-      report(e.name, block, "ok", why.empty() ? std::string(" # SKIP") : " # SKIP " + why);
+      report(job.entry, block, "ok", why.empty() ? std::string(" # SKIP") : " # SKIP " + why);
     } else {
       block.push_back(fmt::format("# {}: exit status {}", e.name, code));
-      report(e.name, block, "not ok", "");
+      report(job.entry, block, "not ok", "");
     }
   }
 
-  void report(const std::string& name, const std::vector<std::string>& block, std::string_view verdict,
+  void report(std::size_t entry, const std::vector<std::string>& block, std::string_view verdict,
               std::string_view directive) {
     std::string text;
     for (const auto& line : block) text += line + "\n";
-    text += fmt::format("{} {} {}{}\n", verdict, ++reported_, name, directive);
-    write_all(results_.get(), text);
+    text += fmt::format("{} {} {}{}\n", verdict, ++reported_, plan_[entry].name, directive);
+    results(text);
+    if (lava_) lava_->finished(entry, block, verdict, directive);
   }
 
   std::vector<lab::PlanEntry> plan_;
   std::chrono::seconds timeout_;
   UniqueFd results_;
   UniqueFd progress_;
+  std::unique_ptr<lab::LavaConsole> lava_;
   UniqueFd kmsg_;
   std::size_t jobs_allowed_;
   lab::Scheduler scheduler_;
@@ -325,14 +339,15 @@ class Runner {
 
 int usage() {
   fmt::print(stderr,
-             "usage: vfiolab-plan-runner --plan FILE --results FILE --progress FILE [--jobs N] [--timeout SECONDS]\n");
+             "usage: vfiolab-plan-runner --plan FILE --results FILE --progress FILE [--jobs N] [--timeout SECONDS] "
+             "[--lava-console FILE]\n");
   return 2;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string plan_path, results_path, progress_path;
+  std::string plan_path, results_path, progress_path, lava_path;
   unsigned long jobs = 1, timeout = 900;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -344,6 +359,8 @@ int main(int argc, char** argv) {
       results_path = value;
     } else if (arg == "--progress") {
       progress_path = value;
+    } else if (arg == "--lava-console") {
+      lava_path = value;
     } else if (arg == "--jobs" || arg == "--timeout") {
       auto n = text::positive_number(arg, value);
       if (!n) {
@@ -378,6 +395,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   ::signal(SIGPIPE, SIG_IGN);
-  Runner(std::move(*plan), jobs, std::chrono::seconds(timeout), std::move(results), std::move(progress)).run();
+  std::unique_ptr<lab::LavaConsole> lava;
+  if (!lava_path.empty()) {
+    std::vector<std::string> names;
+    for (const auto& entry : *plan) names.push_back(entry.name);
+    lava = std::make_unique<lab::LavaConsole>(lava_path, std::move(names), /*relay_kernel_log=*/true);
+    if (!lava->is_open()) {
+      fmt::print(stderr, "vfiolab-plan-runner: cannot open '{}': {}\n", lava_path, std::strerror(errno));
+      return 1;
+    }
+  }
+  Runner(std::move(*plan), jobs, std::chrono::seconds(timeout), std::move(results), std::move(progress),
+         std::move(lava))
+      .run();
   return 0;
 }

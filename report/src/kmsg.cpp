@@ -19,6 +19,10 @@ std::optional<LogRecord> parse_record(std::string_view text) {
   if (semicolon == std::string_view::npos) return std::nullopt;
   LogRecord record;
   std::string_view header = text.substr(0, semicolon);
+  // The first field is the facility times 8 plus the level.
+  int prio = 0;
+  std::from_chars(header.data(), header.data() + header.size(), prio);
+  record.level = prio & 7;
   // The third field is the timestamp.
   for (int field = 0; field < 2; ++field) {
     const auto comma = header.find(',');
@@ -70,6 +74,8 @@ std::vector<std::string> KernelLogReader::read_new() {
   for (auto& record : read_records(fd_.get())) messages.push_back(std::move(record.message));
   return messages;
 }
+
+std::vector<LogRecord> KernelLogReader::read_new_records() { return read_records(fd_.get()); }
 
 bool KernelLogReader::wait(std::chrono::milliseconds timeout) {
   pollfd entry{fd_.get(), POLLIN, 0};

@@ -13,9 +13,11 @@
 
 namespace vfiolab {
 
-// A kernel log record: when it was logged (microseconds since boot, the
-// printk clock /dev/kmsg reports) and its message.
+// A kernel log record: its level (0 KERN_EMERG .. 7 KERN_DEBUG), when it
+// was logged (microseconds since boot, the printk clock /dev/kmsg reports)
+// and its message.
 struct LogRecord {
+  int level = 0;
   std::uint64_t usec = 0;
   std::string message;
 };
@@ -28,6 +30,8 @@ class KernelLogReader {
   // The messages logged since open() or the last call, without their
   // record headers.
   std::vector<std::string> read_new();
+  // The same, whole records.
+  std::vector<LogRecord> read_new_records();
   // Blocks until a new record can be read or `timeout` passed; true when
   // one can.
   bool wait(std::chrono::milliseconds timeout);
