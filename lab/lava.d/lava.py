@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """LAVA glue for lab/lava: the job a lane's export becomes, the device a
 lava-run on this machine boots it on, and the run folder its log becomes.
 
@@ -7,6 +7,7 @@ lava-run on this machine boots it on, and the run folder its log becomes.
                  --job JOB.yaml --out DEVICE.yaml
   lava.py results LOG --out DIR
   lava.py errors LOG
+  lava.py schema JOB.yaml
 
 EXPORT_DIR is what lab/run --lava-export wrote. A job boots that machine
 with LAVA's qemu boot method: the machine's QEMU arguments are the job's
@@ -198,8 +199,9 @@ def results(args):
                 console.append(line)
         elif level == "results" and isinstance(message, dict):
             if message.get("definition") == "lava":
-                if message.get("result") == "fail":
-                    errors.append(f"LAVA's {message.get('case')}: {message.get('extra', {}).get('error_msg', 'failed')}")
+                # LAVA's own steps: the job's end says why it failed.
+                if message.get("result") == "fail" and message.get("error_msg"):
+                    errors.append(f"the job failed: {message['error_msg']} ({message.get('error_type', '?')})")
             else:
                 cases.append((message.get("definition", ""), message.get("case", ""), message.get("result", "")))
         elif level == "error" and isinstance(message, str):
@@ -212,7 +214,7 @@ def results(args):
         f.write("suite\tcase\tresult\n")
         f.write("".join(f"{s}\t{c}\t{r}\n" for s, c, r in cases))
     with open(f"{args.out}/lava-errors", "w", encoding="utf-8") as f:
-        f.write("".join(e.replace("\n", " ") + "\n" for e in errors))
+        f.write("".join(e.replace("\n", " ") + "\n" for e in dict.fromkeys(errors)))
     counts = {}
     for _, case, result in cases:
         if case != "program":
@@ -239,6 +241,24 @@ def errors(args):
             print(text.replace("\n", " "))
 
 
+def schema(args):
+    """The job against LAVA's job schema, strictly, as a server checks a
+    submission (lava_common, from lava-dispatcher's lava-common)."""
+    from lava_common.schemas import validate
+    import voluptuous
+
+    with open(args.job, encoding="utf-8") as f:
+        try:
+            definition = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            fail(f"{args.job} is not YAML: {e}")
+    try:
+        validate(definition, strict=True)
+    except voluptuous.Invalid as e:
+        where = " / ".join(str(p) for p in e.path) or "the job"
+        fail(f"{args.job}: LAVA's job schema refuses it: {e.msg} (at {where})")
+
+
 def main():
     parser = argparse.ArgumentParser(prog="lab/lava.d/lava.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -259,8 +279,10 @@ def main():
     p.add_argument("--out", required=True)
     p = commands.add_parser("errors")
     p.add_argument("log")
+    p = commands.add_parser("schema")
+    p.add_argument("job")
     args = parser.parse_args()
-    {"job": job, "device": device, "results": results, "errors": errors}[args.command](args)
+    {"job": job, "device": device, "results": results, "errors": errors, "schema": schema}[args.command](args)
 
 
 if __name__ == "__main__":

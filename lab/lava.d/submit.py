@@ -1,8 +1,9 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Submit written LAVA jobs to a server, wait for them with progress and
 fetch each one's log: the part of lab/lava submit that talks to LAVA.
 
   submit.py (--server URL --token TOKEN | --identity NAME) JOB_DIR...
+  submit.py (--server URL --token TOKEN | --identity NAME) --check TYPE...
 
 Each JOB_DIR holds job.yaml (lab/lava job). The server is LAVA's REST API
 (v0.2) at URL (http://host:port, or its /RPC2 or /api/v0.2/ address), the
@@ -11,7 +12,8 @@ identity NAME (~/.config/lavacli.yaml). Each job is validated by the
 server, then submitted; a job the server refuses, a device type with no
 device online, a server that does not answer and a token it does not take
 are errors that name what was wrong, before anything runs. Then every job
-is polled until it finishes; JOB_DIR gets job-id, output.yaml (the job's
+is polled until it finishes (--check: only the server, the token and a
+device online of each TYPE are checked, before any job is written); JOB_DIR gets job-id, output.yaml (the job's
 log), lava-notes (what LAVA says went wrong: a job that did not complete,
 a timeout) and wall-seconds (submission to end).
 
@@ -102,6 +104,7 @@ def main():
     parser.add_argument("--token")
     parser.add_argument("--identity")
     parser.add_argument("--poll", type=float, default=10)
+    parser.add_argument("--check", action="store_true")
     parser.add_argument("jobs", nargs="+")
     args = parser.parse_args()
     if args.identity and (args.server or args.token):
@@ -122,6 +125,22 @@ def main():
     except ServerError as e:
         fail(str(e))
 
+    def check_online(device_type, what):
+        online = [d["hostname"] for d in devices
+                  if d.get("device_type") == device_type and d.get("health") in ("Good", "Unknown")]
+        if not online:
+            states = ", ".join(f"{d['hostname']} {d.get('health')}" for d in devices
+                               if d.get("device_type") == device_type)
+            fail(f"{what}: no device of type {device_type} is online on {server.base} "
+                 f"({states or 'none of that type'})")
+
+    if args.check:
+        for device_type in args.jobs:
+            check_online(device_type, "the lanes asked for")
+        print(f"lab/lava submit: {server.base} answers, takes the token (user {user}), and has "
+              f"{', '.join(args.jobs)} online", file=sys.stderr)
+        return
+
     definitions = {}
     for directory in args.jobs:
         with open(os.path.join(directory, "job.yaml"), encoding="utf-8") as f:
@@ -129,14 +148,7 @@ def main():
     # Before anything is submitted: every job valid, every device type with
     # a device that can run it.
     for directory, definition in definitions.items():
-        device_type = yaml.safe_load(definition).get("device_type")
-        online = [d["hostname"] for d in devices
-                  if d.get("device_type") == device_type and d.get("health") in ("Good", "Unknown")]
-        if not online:
-            states = ", ".join(f"{d['hostname']} {d.get('health')}" for d in devices
-                               if d.get("device_type") == device_type)
-            fail(f"{directory}: no device of type {device_type} is online on {server.base} "
-                 f"({states or 'none of that type'})")
+        check_online(yaml.safe_load(definition).get("device_type"), directory)
         try:
             answer = server.request("jobs/validate/", {"definition": definition})
         except ServerError as e:
