@@ -1,0 +1,415 @@
+#!/usr/bin/env bash
+# A local LAVA instance on this machine for the lab's jobs: Debian's
+# lava-server (web/API and scheduler) and one lava-dispatcher worker, with
+# vfiolab's device types and devices, started without systemd.
+#
+#   lab/lava.d/server.sh up [--devices N] [--port PORT]
+#   lab/lava.d/server.sh down
+#   lab/lava.d/server.sh status
+#
+# up (root): installs what is missing of lava-server, lava-dispatcher,
+#   lavacli and postgresql with apt-get (no recommends: no Apache); starts
+#   the first PostgreSQL cluster when none answers (pg_ctlcluster; a fresh
+#   install's postinst then creates lava-server's database, or up runs
+#   /usr/share/lava-server/postinst.py when it could not); starts in the
+#   background, each in its own session: lava-server's gunicorn serving
+#   HTTP on 127.0.0.1:PORT (default 8000: XML-RPC at /RPC2, REST at
+#   /api/v0.2/, no static files), lava-scheduler and lava-worker (named
+#   after this machine's hostname, job limit N). Makes the superuser
+#   vfiolab with an API token, the lavacli identity vfiolab-local (root's
+#   ~/.config/lavacli.yaml), the device types vfiolab-qemu10 and
+#   vfiolab-qemu7.2 (template lab/lava.d/vfiolab-qemu.jinja2, copied to
+#   /etc/lava-server/dispatcher-config/device-types/, no health checks) and
+#   N devices of each (vfiolab-qemu10-01 ...), health Good, whose device
+#   dictionary names the QEMU that lab/qemu.sh prints for that version.
+#   Devices of these types numbered above N are retired. Prints the URL,
+#   the identity and the token. When everything up started still runs, it
+#   says so and exits 0.
+# down: stops what up started, by recorded process id (the whole session:
+#   TERM, then KILL after 20 s), PostgreSQL only when up started it, and
+#   says whether any of it remains. Packages, database and devices stay.
+# status: what up started and whether it runs; the URL and the identity.
+#
+# State: $VFIOLAB_LAVA_STATE, default /var/lib/vfiolab-lava: "state" (shell
+# assignments: URL, PORT, IDENTITY, TOKEN, USERNAME, WORKER, DEVICES,
+# STARTED, the processes up started, and each one's PID_<name>), "token",
+# and each process's stdout/stderr in <name>.out. The daemons' own logs:
+# /var/log/lava-server/{gunicorn,lava-scheduler}.log,
+# /var/log/lava-dispatcher/lava-worker.log.
+#
+# Exit status: 0 done, 1 failure (the message says what), 2 usage error.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+state_dir=${VFIOLAB_LAVA_STATE:-/var/lib/vfiolab-lava}
+state_file=$state_dir/state
+username=vfiolab
+identity=vfiolab-local
+qemu_versions=(10 7.2)
+grace=20
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+die() { echo "server: $*" >&2; exit 1; }
+usage_error() { echo "server: $*" >&2; echo "usage: $0 up [--devices N] [--port PORT] | down | status (--help for more)" >&2; exit 2; }
+say() { echo "server: $*" >&2; }
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+
+load_state() {
+    STARTED=""
+    [ -f "$state_file" ] || return 1
+    # shellcheck disable=SC1090
+    . "$state_file"
+}
+
+pid_of() { local v="PID_${1//-/_}"; echo "${!v:-}"; }
+
+# ---------------------------------------------------------------- status
+cmd_status() {
+    if ! load_state; then
+        echo "not started by server.sh (no $state_file)"
+        return 0
+    fi
+    echo "url:      $URL"
+    echo "identity: $IDENTITY (user $USERNAME)"
+    echo "worker:   $WORKER (job limit $DEVICES)"
+    local name pid running=0 total=0
+    for name in $STARTED; do
+        pid=$(pid_of "$name")
+        total=$((total + 1))
+        if alive "$pid"; then
+            running=$((running + 1))
+            echo "$name: running, pid $pid"
+        else
+            echo "$name: not running (was pid $pid)"
+        fi
+    done
+    [ "$total" -gt 0 ] || echo "nothing started"
+}
+
+# ---------------------------------------------------------------- down
+# stop_session NAME PID: TERM to the session PID leads, KILL after $grace.
+stop_session() {
+    local name=$1 pid=$2 i
+    if ! alive "$pid"; then
+        say "$name (pid $pid) was not running"
+        return 0
+    fi
+    say "stopping $name (pid $pid)"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 4; i++)); do
+        session_pids "$pid" | grep -q . || return 0
+        sleep 0.25
+    done
+    say "$name (pid $pid) did not stop in ${grace}s: KILL"
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    local p
+    for p in $(session_pids "$pid"); do kill -KILL "$p" 2>/dev/null || true; done
+    sleep 0.5
+}
+
+# session_pids SID: the processes still in the session SID leads.
+session_pids() { ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'; }
+
+cmd_down() {
+    [ "$(id -u)" = 0 ] || die "down needs root"
+    if ! load_state; then
+        say "nothing to stop: no $state_file (up was not run, or down already was)"
+        return 0
+    fi
+    local name pid left="" reversed=""
+    for name in $STARTED; do reversed="$name $reversed"; done
+    for name in $reversed; do
+        pid=$(pid_of "$name")
+        if [ "$name" = postgres ]; then
+            if alive "$pid"; then
+                say "stopping postgres (cluster $PG_CLUSTER, pid $pid)"
+                # shellcheck disable=SC2086
+                pg_ctlcluster $PG_CLUSTER stop -m fast || kill -TERM "$pid" 2>/dev/null || true
+                local i
+                for ((i = 0; i < grace * 4 && $(alive "$pid" && echo 1 || echo 0); i++)); do sleep 0.25; done
+                alive "$pid" && { say "postgres (pid $pid) did not stop: KILL"; kill -KILL "$pid"; sleep 0.5; }
+            else
+                say "postgres (pid $pid) was not running"
+            fi
+            # postgres's children are in its session too (pg_ctl starts it with setsid)
+            left+=$(session_pids "$pid" | tr '\n' ' ')
+        else
+            stop_session "$name" "$pid"
+            left+=$(session_pids "$pid" | tr '\n' ' ')
+        fi
+    done
+    if [ -n "${left// /}" ]; then
+        ps -o pid,sid,args -p "${left// /,}" >&2 || true
+        die "some processes up started remain: $left"
+    fi
+    rm -f "$state_file"
+    say "stopped: $STARTED; none of their processes remain"
+}
+
+# ---------------------------------------------------------------- up
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
+
+apt_install() {
+    local missing=() p
+    for p in "$@"; do installed "$p" || missing+=("$p"); done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+        say "apt-get install failed; updating the package lists and trying again"
+        apt-get update -q || die "apt-get update failed"
+        apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+            die "apt-get install ${missing[*]} failed"
+    fi
+    # A postinst that failed (lava-server's wants its database) leaves the
+    # package unconfigured: try once more now that PostgreSQL may run.
+    if dpkg --audit 2>/dev/null | grep -q .; then
+        dpkg --configure -a || die "dpkg --configure -a failed (see above)"
+    fi
+}
+
+# The cluster lava-server uses: the first one pg_lsclusters lists; made
+# (pg_createcluster) when there is none.
+pg_cluster() {
+    local line
+    line=$(pg_lsclusters -h 2>/dev/null | head -n1)
+    if [ -z "$line" ]; then
+        local ver
+        ver=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+        [ -n "$ver" ] || die "postgresql is installed but /usr/lib/postgresql has no version"
+        say "creating PostgreSQL cluster $ver main"
+        pg_createcluster "$ver" main >&2 || die "pg_createcluster $ver main failed"
+        line=$(pg_lsclusters -h | head -n1)
+    fi
+    # ver cluster port status owner datadir logfile
+    set -- $line
+    PG_CLUSTER="$1 $2"
+    PG_PORT=$3
+    PG_DATA=$6
+}
+
+pg_pid() { head -n1 "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+
+# start_session NAME CMD...: runs CMD in the background in a session of its
+# own (so down stops all it spawns), output to $state_dir/NAME.out.
+start_session() {
+    local name=$1
+    shift
+    setsid "$@" </dev/null >"$state_dir/$name.out" 2>&1 &
+    local pid=$!
+    sleep 1
+    alive "$pid" || { tail -n 20 "$state_dir/$name.out" >&2; die "$name exited at once: $*"; }
+    STARTED+=" $name"
+    printf -v "PID_${name//-/_}" %s "$pid"
+    write_state
+    say "started $name (pid $pid)"
+}
+
+write_state() {
+    mkdir -p "$state_dir"
+    {
+        printf 'URL=%q\nPORT=%q\nIDENTITY=%q\nUSERNAME=%q\nWORKER=%q\nDEVICES=%q\n' \
+            "$URL" "$PORT" "$identity" "$username" "$WORKER" "$DEVICES"
+        printf 'TOKEN=%q\nPG_CLUSTER=%q\nSTARTED=%q\n' "${TOKEN:-}" "${PG_CLUSTER:-}" "${STARTED# }"
+        local name v
+        for name in $STARTED; do
+            v="PID_${name//-/_}"
+            printf '%s=%q\n' "$v" "${!v}"
+        done
+    } >"$state_file.tmp"
+    mv "$state_file.tmp" "$state_file"
+}
+
+manage() { lava-server manage "$@"; }
+
+# http_ok URL: whether URL answers 200.
+http_ok() { [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$1" || true)" = 200 ]; }
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+cmd_up() {
+    local devices=1 port=8000
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --devices) [ $# -ge 2 ] || usage_error "--devices needs a number"; devices=$2; shift 2 ;;
+            --devices=*) devices=${1#*=}; shift ;;
+            --port) [ $# -ge 2 ] || usage_error "--port needs a number"; port=$2; shift 2 ;;
+            --port=*) port=${1#*=}; shift ;;
+            *) usage_error "up: unknown option '$1'" ;;
+        esac
+    done
+    [[ "$devices" =~ ^[0-9]+$ ]] && [ "$devices" -ge 1 ] && [ "$devices" -le 99 ] ||
+        usage_error "--devices is a number from 1 to 99, not '$devices'"
+    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
+        usage_error "--port is a TCP port number, not '$port'"
+    [ "$(id -u)" = 0 ] || die "up needs root (apt-get, PostgreSQL, /etc/lava-server)"
+
+    if load_state; then
+        local name pid all=1
+        for name in $STARTED; do
+            alive "$(pid_of "$name")" || all=0
+        done
+        if [ "$all" = 1 ] && [ -n "$STARTED" ]; then
+            say "already running at $URL (started: $STARTED); 'server.sh down' stops it"
+            echo "url: $URL"
+            echo "identity: $IDENTITY"
+            echo "token: $TOKEN"
+            return 0
+        fi
+        say "a previous up is partly gone (started: $STARTED): stopping the rest first"
+        cmd_down
+    fi
+
+    mkdir -p "$state_dir"
+    chmod 700 "$state_dir"
+    URL=http://127.0.0.1:$port
+    PORT=$port
+    DEVICES=$devices
+    WORKER=$(hostname)
+    STARTED=""
+    TOKEN=""
+
+    # PostgreSQL first: lava-server's postinst makes its database only when
+    # PostgreSQL answers.
+    apt_install postgresql
+    pg_cluster
+    [ "$PG_PORT" = 5432 ] || say "warning: PostgreSQL cluster $PG_CLUSTER listens on $PG_PORT; lava-server's default database settings say 5432"
+    if pg_isready -q -p "$PG_PORT"; then
+        # Running already: ours only when this up started it (a package's
+        # postinst starting it through invoke-rc.d counts as not ours).
+        say "PostgreSQL $PG_CLUSTER is running already (not started here; down leaves it)"
+    else
+        say "starting PostgreSQL $PG_CLUSTER"
+        # shellcheck disable=SC2086
+        pg_ctlcluster $PG_CLUSTER start || die "pg_ctlcluster $PG_CLUSTER start failed (see /var/log/postgresql/)"
+        local i
+        for ((i = 0; i < 60; i++)); do pg_isready -q -p "$PG_PORT" && break; sleep 0.5; done
+        pg_isready -q -p "$PG_PORT" || die "PostgreSQL $PG_CLUSTER does not answer on port $PG_PORT"
+        STARTED+=" postgres"
+        PID_postgres=$(pg_pid)
+        alive "$PID_postgres" || die "no postmaster pid in $PG_DATA/postmaster.pid"
+        write_state
+    fi
+
+    apt_install lava-server lava-dispatcher lavacli
+    # The database: made by the postinst when PostgreSQL answered then,
+    # else now (the same script; it also migrates).
+    if [ ! -f /etc/lava-server/settings.d/00-database.yaml ] && [ ! -f /etc/lava-server/instance.conf ]; then
+        say "lava-server's database was not set up at install (PostgreSQL was down): running its postinst.py"
+        python3 /usr/share/lava-server/postinst.py || die "/usr/share/lava-server/postinst.py failed"
+    elif ! manage migrate --check >/dev/null 2>&1; then
+        say "lava-server's database needs migrating"
+        python3 /usr/share/lava-server/postinst.py --db || die "/usr/share/lava-server/postinst.py --db failed"
+    fi
+
+    # The device-type template and the devices' dictionaries.
+    local dc=/etc/lava-server/dispatcher-config
+    install -o lavaserver -g lavaserver -m 644 "$here/vfiolab-qemu.jinja2" "$dc/device-types/vfiolab-qemu.jinja2"
+    local v dt qemu n dev
+    local -A qemu_of
+    for v in "${qemu_versions[@]}"; do
+        qemu=$("$here/../qemu.sh" "$v" | head -n1) || die "lab/qemu.sh $v failed"
+        [ -x "$qemu" ] || die "lab/qemu.sh $v printed '$qemu', not an executable"
+        qemu_of[$v]=$qemu
+    done
+
+    # The web/API server, the scheduler, the worker.
+    port_busy "$port" && die "port $port is in use already (ss -ltnp 'sport = :$port'); pick another with --port"
+    start_session gunicorn gunicorn3 lava_server.wsgi --log-level INFO \
+        --log-file /var/log/lava-server/gunicorn.log -u lavaserver -g lavaserver \
+        --worker-class eventlet --workers 2 --bind "127.0.0.1:$port" --timeout 120
+    local i
+    for ((i = 0; i < 120; i++)); do
+        http_ok "$URL/api/v0.2/" && break
+        alive "$PID_gunicorn" || { tail -n 20 "$state_dir/gunicorn.out" /var/log/lava-server/gunicorn.log >&2; die "gunicorn exited (logs above)"; }
+        sleep 0.5
+    done
+    http_ok "$URL/api/v0.2/" || die "gunicorn does not answer at $URL/api/v0.2/ (see /var/log/lava-server/gunicorn.log)"
+
+    # User, token, identity.
+    if ! manage users details "$username" >/dev/null 2>&1; then
+        manage users add "$username" --superuser --staff >/dev/null || die "creating user $username failed"
+    fi
+    if [ -f "$state_dir/token" ] && manage tokens list --user "$username" --csv | grep -q ",$(cat "$state_dir/token"),"; then
+        TOKEN=$(cat "$state_dir/token")
+    else
+        TOKEN=$(manage tokens add --user "$username" --description "vfiolab lab/lava.d/server.sh") ||
+            die "creating an API token for $username failed"
+        (umask 077; echo "$TOKEN" >"$state_dir/token")
+    fi
+    write_state
+    lavacli identities add --uri "$URL/RPC2" --username "$username" --token "$TOKEN" "$identity" ||
+        die "lavacli identities add $identity failed"
+
+    # Worker, device types, devices.
+    if ! manage workers details "$WORKER" >/dev/null 2>&1; then
+        manage workers add "$WORKER" --description "this machine (vfiolab server.sh)" >/dev/null ||
+            die "adding worker $WORKER failed"
+    fi
+    manage workers update "$WORKER" --health ACTIVE
+    local worker_token
+    worker_token=$(manage workers details "$WORKER" | sed -n 's/^token *: //p')
+    [ -n "$worker_token" ] || die "no token for worker $WORKER"
+    for v in "${qemu_versions[@]}"; do
+        dt=vfiolab-qemu$v
+        manage device-types details "$dt" >/dev/null 2>&1 || manage device-types add "$dt" ||
+            die "adding device type $dt failed"
+        for ((n = 1; n <= devices; n++)); do
+            dev=$(printf '%s-%02d' "$dt" "$n")
+            printf "{%% extends 'vfiolab-qemu.jinja2' %%}\n{%% set qemu_command = '%s' %%}\n" "${qemu_of[$v]}" >"$dc/devices/$dev.jinja2"
+            chown lavaserver:lavaserver "$dc/devices/$dev.jinja2"
+            if ! manage devices details "$dev" >/dev/null 2>&1; then
+                manage devices add --device-type "$dt" --worker "$WORKER" "$dev" || die "adding device $dev failed"
+            fi
+            manage devices update "$dev" --worker "$WORKER" --health GOOD || die "setting $dev Good failed"
+        done
+    done
+    # Job limit, no health checks, devices above N retired: no manage
+    # command for the first two in LAVA 2023.01.
+    manage shell -c "
+import re
+from lava_scheduler_app.models import Device, DeviceType, Worker
+w = Worker.objects.get(hostname='$WORKER')
+w.job_limit = $devices
+w.save()
+DeviceType.objects.filter(name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]).update(disable_health_check=True)
+for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]):
+    m = re.fullmatch(r'.*-(\d+)', d.hostname)
+    if m and int(m.group(1)) > $devices and d.health != Device.HEALTH_RETIRED:
+        d.health = Device.HEALTH_RETIRED
+        d.save()
+        print('retired', d.hostname)
+" || die "setting the worker's job limit / the device types' health checks failed"
+    manage devices check --all >/dev/null 2>&1 || { manage devices check --all || true; die "a device's configuration does not validate (above)"; }
+
+    start_session scheduler lava-server manage lava-scheduler --level INFO \
+        --log-file /var/log/lava-server/lava-scheduler.log
+    mkdir -p /var/log/lava-dispatcher
+    start_session worker lava-worker --level INFO --url "$URL/" --token "$worker_token" \
+        --name "$WORKER" --log-file /var/log/lava-dispatcher/lava-worker.log
+
+    # The worker is online once it has pinged the server.
+    local online=""
+    for ((i = 0; i < 60; i++)); do
+        online=$(manage workers details "$WORKER" | sed -n 's/^state *: //p')
+        [ "$online" = Online ] && break
+        alive "$PID_worker" || { tail -n 20 "$state_dir/worker.out" /var/log/lava-dispatcher/lava-worker.log >&2; die "lava-worker exited (logs above)"; }
+        sleep 1
+    done
+    [ "$online" = Online ] || die "worker $WORKER is '$online', not Online, after 60s (see /var/log/lava-dispatcher/lava-worker.log)"
+
+    echo "url: $URL"
+    echo "identity: $identity"
+    echo "token: $TOKEN"
+}
+
+case "${1:-}" in
+    -h|--help) usage; exit 0 ;;
+    up) shift; cmd_up "$@" ;;
+    down) shift; [ $# -eq 0 ] || usage_error "down takes no options"; cmd_down ;;
+    status) shift; [ $# -eq 0 ] || usage_error "status takes no options"; cmd_status ;;
+    "") usage >&2; exit 2 ;;
+    *) usage_error "unknown command '$1'" ;;
+esac
