@@ -89,28 +89,54 @@ cmd_status() {
 }
 
 # ---------------------------------------------------------------- down
-# stop_session NAME PID: TERM to the session PID leads, KILL after $grace.
-stop_session() {
-    local name=$1 pid=$2 i
+# tree_pids PID: PID, its descendants and the rest of the session it leads
+# (postgres's children each make a session of their own).
+tree_pids() {
+    ps -eo pid=,ppid=,sid= | awk -v root="$1" '
+        { pid[NR] = $1; ppid[NR] = $2; sid[NR] = $3 }
+        END {
+            mine[root] = 1
+            do {
+                more = 0
+                for (i = 1; i <= NR; i++)
+                    if (!(pid[i] in mine) && (ppid[i] in mine || sid[i] == root)) { mine[pid[i]] = 1; more = 1 }
+            } while (more)
+            for (i = 1; i <= NR; i++) if (pid[i] in mine) print pid[i]
+        }'
+}
+
+# any_alive PID...: those of the PIDs still running.
+any_alive() { local p; for p in "$@"; do alive "$p" && echo "$p"; done; return 0; }
+
+# stop NAME PID: stops PID's process tree (postgres through pg_ctlcluster,
+# the others with TERM to the session), KILL for what remains after
+# $grace seconds. Prints the PIDs that still remain after that.
+stop() {
+    local name=$1 pid=$2 i tree left
     if ! alive "$pid"; then
         say "$name (pid $pid) was not running"
         return 0
     fi
-    say "stopping $name (pid $pid)"
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    mapfile -t tree < <(tree_pids "$pid")
+    say "stopping $name (pid $pid, ${#tree[@]} processes)"
+    if [ "$name" = postgres ]; then
+        # shellcheck disable=SC2086
+        pg_ctlcluster $PG_CLUSTER stop -m fast >&2 || kill -TERM "$pid" 2>/dev/null || true
+    else
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        kill -TERM "${tree[@]}" 2>/dev/null || true
+    fi
     for ((i = 0; i < grace * 4; i++)); do
-        session_pids "$pid" | grep -q . || return 0
+        left=$(any_alive "${tree[@]}")
+        [ -n "$left" ] || return 0
         sleep 0.25
     done
-    say "$name (pid $pid) did not stop in ${grace}s: KILL"
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    local p
-    for p in $(session_pids "$pid"); do kill -KILL "$p" 2>/dev/null || true; done
-    sleep 0.5
+    say "$name: $(echo $left) did not stop in ${grace}s: KILL"
+    # shellcheck disable=SC2086
+    kill -KILL $left 2>/dev/null || true
+    sleep 1
+    any_alive "${tree[@]}"
 }
-
-# session_pids SID: the processes still in the session SID leads.
-session_pids() { ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'; }
 
 cmd_down() {
     [ "$(id -u)" = 0 ] || die "down needs root"
@@ -118,34 +144,18 @@ cmd_down() {
         say "nothing to stop: no $state_file (up was not run, or down already was)"
         return 0
     fi
-    local name pid left="" reversed=""
+    local name left="" reversed=""
     for name in $STARTED; do reversed="$name $reversed"; done
     for name in $reversed; do
-        pid=$(pid_of "$name")
-        if [ "$name" = postgres ]; then
-            if alive "$pid"; then
-                say "stopping postgres (cluster $PG_CLUSTER, pid $pid)"
-                # shellcheck disable=SC2086
-                pg_ctlcluster $PG_CLUSTER stop -m fast || kill -TERM "$pid" 2>/dev/null || true
-                local i
-                for ((i = 0; i < grace * 4 && $(alive "$pid" && echo 1 || echo 0); i++)); do sleep 0.25; done
-                alive "$pid" && { say "postgres (pid $pid) did not stop: KILL"; kill -KILL "$pid"; sleep 0.5; }
-            else
-                say "postgres (pid $pid) was not running"
-            fi
-            # postgres's children are in its session too (pg_ctl starts it with setsid)
-            left+=$(session_pids "$pid" | tr '\n' ' ')
-        else
-            stop_session "$name" "$pid"
-            left+=$(session_pids "$pid" | tr '\n' ' ')
-        fi
+        left+=" $(stop "$name" "$(pid_of "$name")" | tr '\n' ' ')"
     done
     if [ -n "${left// /}" ]; then
-        ps -o pid,sid,args -p "${left// /,}" >&2 || true
-        die "some processes up started remain: $left"
+        # shellcheck disable=SC2086
+        ps -o pid,sid,args -p "$(echo $left | tr ' ' ,)" >&2 || true
+        die "processes up started remain: $left"
     fi
     rm -f "$state_file"
-    say "stopped: $STARTED; none of their processes remain"
+    say "stopped:${STARTED:+ $STARTED}; none of their processes remain"
 }
 
 # ---------------------------------------------------------------- up
@@ -212,7 +222,7 @@ write_state() {
     {
         printf 'URL=%q\nPORT=%q\nIDENTITY=%q\nUSERNAME=%q\nWORKER=%q\nDEVICES=%q\n' \
             "$URL" "$PORT" "$identity" "$username" "$WORKER" "$DEVICES"
-        printf 'TOKEN=%q\nPG_CLUSTER=%q\nSTARTED=%q\n' "${TOKEN:-}" "${PG_CLUSTER:-}" "${STARTED# }"
+        printf 'TOKEN=%q\nPG_CLUSTER=%q\nCOMPLETE=%q\nSTARTED=%q\n' "${TOKEN:-}" "${PG_CLUSTER:-}" "${COMPLETE:-0}" "${STARTED# }"
         local name v
         for name in $STARTED; do
             v="PID_${name//-/_}"
@@ -251,14 +261,14 @@ cmd_up() {
         for name in $STARTED; do
             alive "$(pid_of "$name")" || all=0
         done
-        if [ "$all" = 1 ] && [ -n "$STARTED" ]; then
+        if [ "$all" = 1 ] && [ -n "$STARTED" ] && [ "${COMPLETE:-0}" = 1 ]; then
             say "already running at $URL (started: $STARTED); 'server.sh down' stops it"
             echo "url: $URL"
             echo "identity: $IDENTITY"
             echo "token: $TOKEN"
             return 0
         fi
-        say "a previous up is partly gone (started: $STARTED): stopping the rest first"
+        say "a previous up did not finish or is partly gone (started: $STARTED): stopping what remains first"
         cmd_down
     fi
 
@@ -270,6 +280,7 @@ cmd_up() {
     WORKER=$(hostname)
     STARTED=""
     TOKEN=""
+    COMPLETE=0
 
     # PostgreSQL first: lava-server's postinst makes its database only when
     # PostgreSQL answers.
@@ -310,7 +321,9 @@ cmd_up() {
     local v dt qemu n dev
     local -A qemu_of
     for v in "${qemu_versions[@]}"; do
-        qemu=$("$here/../qemu.sh" "$v" | head -n1) || die "lab/qemu.sh $v failed"
+        # all its output first: head alone could end it with SIGPIPE
+        qemu=$("$here/../qemu.sh" "$v") || die "lab/qemu.sh $v failed"
+        qemu=${qemu%%$'\n'*}
         [ -x "$qemu" ] || die "lab/qemu.sh $v printed '$qemu', not an executable"
         qemu_of[$v]=$qemu
     done
@@ -348,7 +361,6 @@ cmd_up() {
         manage workers add "$WORKER" --description "this machine (vfiolab server.sh)" >/dev/null ||
             die "adding worker $WORKER failed"
     fi
-    manage workers update "$WORKER" --health ACTIVE
     local worker_token
     worker_token=$(manage workers details "$WORKER" | sed -n 's/^token *: //p')
     [ -n "$worker_token" ] || die "no token for worker $WORKER"
@@ -373,6 +385,8 @@ import re
 from lava_scheduler_app.models import Device, DeviceType, Worker
 w = Worker.objects.get(hostname='$WORKER')
 w.job_limit = $devices
+# 'manage workers update --health' fails in 2023.01 (go_health_active wants a user)
+w.health = Worker.HEALTH_ACTIVE
 w.save()
 DeviceType.objects.filter(name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]).update(disable_health_check=True)
 for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]):
@@ -400,6 +414,8 @@ for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'
     done
     [ "$online" = Online ] || die "worker $WORKER is '$online', not Online, after 60s (see /var/log/lava-dispatcher/lava-worker.log)"
 
+    COMPLETE=1
+    write_state
     echo "url: $URL"
     echo "identity: $identity"
     echo "token: $TOKEN"
