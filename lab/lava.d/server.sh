@@ -395,7 +395,12 @@ for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'
         d.health = Device.HEALTH_RETIRED
         d.save()
         print('retired', d.hostname)
-" || die "setting the worker's job limit / the device types' health checks failed"
+    elif d.health != Device.HEALTH_RETIRED and not d.is_valid():
+        # the scheduler's own check: it would set the device Bad
+        print('invalid', d.hostname)
+        raise SystemExit(1)
+" || die "setting the worker's job limit / the device types' health checks failed, or a device's configuration is refused by the scheduler (above; /var/log/lava-server/django.log)"
+    # lava_common's schema (what lava-run and 'manage devices check' apply)
     manage devices check --all >/dev/null 2>&1 || { manage devices check --all || true; die "a device's configuration does not validate (above)"; }
 
     start_session scheduler lava-server manage lava-scheduler --level INFO \
