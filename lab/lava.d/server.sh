@@ -24,7 +24,10 @@
 #   dictionary names the QEMU that lab/qemu.sh prints for that version.
 #   Devices of these types numbered above N are retired. Prints the URL,
 #   the identity and the token. When everything up started still runs, it
-#   says so and exits 0.
+#   says so and exits 0 (1 when asked for another N or PORT than it runs
+#   with). No lava-publisher: the worker polls the server (every 20 s)
+#   instead of waiting on its events. up that failed half-way leaves what
+#   it started running (see status); down, or the next up, stops it.
 # down: stops what up started, by recorded process id (the whole session:
 #   TERM, then KILL after 20 s), PostgreSQL only when up started it, and
 #   says whether any of it remains. Packages, database and devices stay.
@@ -262,6 +265,8 @@ cmd_up() {
             alive "$(pid_of "$name")" || all=0
         done
         if [ "$all" = 1 ] && [ -n "$STARTED" ] && [ "${COMPLETE:-0}" = 1 ]; then
+            [ "$DEVICES" = "$devices" ] && [ "$PORT" = "$port" ] ||
+                die "already running with --devices $DEVICES --port $PORT, not --devices $devices --port $port: 'server.sh down' first"
             say "already running at $URL (started: $STARTED); 'server.sh down' stops it"
             echo "url: $URL"
             echo "identity: $IDENTITY"
@@ -284,12 +289,20 @@ cmd_up() {
 
     # PostgreSQL first: lava-server's postinst makes its database only when
     # PostgreSQL answers.
+    # A PostgreSQL that the install starts (invoke-rc.d, where no policy-rc.d
+    # forbids it) is one this up started.
+    local pg_before=down
+    installed postgresql && pg_isready -q 2>/dev/null && pg_before=up
     apt_install postgresql
     pg_cluster
     [ "$PG_PORT" = 5432 ] || say "warning: PostgreSQL cluster $PG_CLUSTER listens on $PG_PORT; lava-server's default database settings say 5432"
-    if pg_isready -q -p "$PG_PORT"; then
-        # Running already: ours only when this up started it (a package's
-        # postinst starting it through invoke-rc.d counts as not ours).
+    if pg_isready -q -p "$PG_PORT" && [ "$pg_before" = down ]; then
+        say "PostgreSQL $PG_CLUSTER was started by its installation: down stops it"
+        STARTED+=" postgres"
+        PID_postgres=$(pg_pid)
+        alive "$PID_postgres" || die "no postmaster pid in $PG_DATA/postmaster.pid"
+        write_state
+    elif pg_isready -q -p "$PG_PORT"; then
         say "PostgreSQL $PG_CLUSTER is running already (not started here; down leaves it)"
     else
         say "starting PostgreSQL $PG_CLUSTER"
