@@ -36,7 +36,9 @@
 # State: $VFIOLAB_LAVA_STATE, default /var/lib/vfiolab-lava: "state" (shell
 # assignments: URL, PORT, IDENTITY, TOKEN, USERNAME, WORKER, DEVICES,
 # STARTED, the processes up started, and each one's PID_<name>), "token",
-# and each process's stdout/stderr in <name>.out. The daemons' own logs:
+# each process's stdout/stderr in <name>.out, and worker/, lava-worker's
+# directory (--worker-dir: its jobs database, its token, the jobs' files).
+# The daemons' own logs:
 # /var/log/lava-server/{gunicorn,lava-scheduler}.log,
 # /var/log/lava-dispatcher/lava-worker.log.
 #
@@ -419,8 +421,11 @@ for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'
     start_session scheduler lava-server manage lava-scheduler --level INFO \
         --log-file /var/log/lava-server/lava-scheduler.log
     mkdir -p /var/log/lava-dispatcher
+    # A worker directory of its own (jobs database, token, the jobs' files),
+    # not /var/lib/lava/dispatcher/worker/ that a system lava-worker uses.
     start_session worker lava-worker --level INFO --url "$URL/" --token "$worker_token" \
-        --name "$WORKER" --log-file /var/log/lava-dispatcher/lava-worker.log
+        --name "$WORKER" --worker-dir "$state_dir/worker" \
+        --log-file /var/log/lava-dispatcher/lava-worker.log
 
     # The worker is online once it has pinged the server.
     local online=""
