@@ -54,6 +54,76 @@ identity=vfiolab-local
 qemu_versions=(10 7.2)
 grace=20
 
+# The database side of up, run by 'lava-server manage shell -c'; its
+# parameters in SETUP_* variables. Prints token=... and worker_token=...
+# shellcheck disable=SC2016
+setup_py='
+import os, re, sys
+from django.contrib.auth.models import User
+from linaro_django_xmlrpc.models import AuthToken
+from lava_scheduler_app.models import Device, DeviceType, Worker
+from lava_scheduler_app.schema import SubmissionException, validate_device
+from lava_common.schemas.device import validate as validate_common
+
+env = os.environ
+username, hostname = env["SETUP_USER"], env["SETUP_WORKER"]
+count, types = int(env["SETUP_DEVICES"]), env["SETUP_TYPES"].split()
+
+user = User.objects.filter(username=username).first()
+if user is None:
+    user = User.objects.create_user(username, None, User.objects.make_random_password())
+user.is_staff = user.is_superuser = True
+user.save()
+token = AuthToken.objects.filter(user=user, secret=env.get("SETUP_TOKEN") or None).first()
+if token is None:
+    token = AuthToken.objects.create(user=user, description="vfiolab lab/lava.d/server.sh")
+print("token=" + token.secret)
+
+worker, _ = Worker.objects.get_or_create(hostname=hostname,
+    defaults={"description": "this machine (vfiolab lab/lava.d/server.sh)"})
+worker.job_limit = count
+# not go_health_active(): "manage workers update --health" fails on it in 2023.01
+worker.health = Worker.HEALTH_ACTIVE
+worker.save()
+print("worker_token=" + worker.token)
+
+bad = []
+for name in types:
+    dt, _ = DeviceType.objects.get_or_create(name=name)
+    dt.disable_health_check = True
+    dt.display = True
+    dt.save()
+    for n in range(1, count + 1):
+        hostname_d = "%s-%02d" % (name, n)
+        d, made = Device.objects.get_or_create(hostname=hostname_d,
+            defaults={"device_type": dt, "worker_host": worker,
+                      "state": Device.STATE_IDLE, "health": Device.HEALTH_GOOD})
+        d.device_type, d.worker_host = dt, worker
+        if d.state == Device.STATE_IDLE:
+            d.health = Device.HEALTH_GOOD
+        d.save()
+        print("device %s: %s" % (hostname_d, "added" if made else "updated"))
+        # lava_common'"'"'s schema (lava-run, "manage devices check") and the
+        # scheduler'"'"'s own, which sets a device it refuses Bad
+        try:
+            config = d.load_configuration()
+            if config is None:
+                raise SubmissionException("its device dictionary does not render")
+            validate_common(config)
+            validate_device(config)
+        except Exception as exc:
+            bad.append("%s: %s" % (hostname_d, exc))
+    for d in Device.objects.filter(device_type=dt).exclude(health=Device.HEALTH_RETIRED):
+        m = re.fullmatch(r".*-(\d+)", d.hostname)
+        if m and int(m.group(1)) > count:
+            d.health = Device.HEALTH_RETIRED
+            d.save()
+            print("device %s: retired (above --devices %d)" % (d.hostname, count))
+if bad:
+    print("invalid device configuration:\n  " + "\n  ".join(bad))
+    sys.exit(1)
+'
+
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "server: $*" >&2; exit 1; }
 usage_error() { echo "server: $*" >&2; echo "usage: $0 up [--devices N] [--port PORT] | down | status (--help for more)" >&2; exit 2; }
@@ -356,67 +426,35 @@ cmd_up() {
     done
     http_ok "$URL/api/v0.2/" || die "gunicorn does not answer at $URL/api/v0.2/ (see /var/log/lava-server/gunicorn.log)"
 
-    # User, token, identity.
-    if ! manage users details "$username" >/dev/null 2>&1; then
-        manage users add "$username" --superuser --staff >/dev/null || die "creating user $username failed"
-    fi
-    if [ -f "$state_dir/token" ] && manage tokens list --user "$username" --csv | grep -q ",$(cat "$state_dir/token"),"; then
-        TOKEN=$(cat "$state_dir/token")
-    else
-        TOKEN=$(manage tokens add --user "$username" --description "vfiolab lab/lava.d/server.sh") ||
-            die "creating an API token for $username failed"
-        (umask 077; echo "$TOKEN" >"$state_dir/token")
-    fi
-    write_state
-    lavacli identities add --uri "$URL/RPC2" --username "$username" --token "$TOKEN" "$identity" ||
-        die "lavacli identities add $identity failed"
-
-    # Worker, device types, devices.
-    if ! manage workers details "$WORKER" >/dev/null 2>&1; then
-        manage workers add "$WORKER" --description "this machine (vfiolab server.sh)" >/dev/null ||
-            die "adding worker $WORKER failed"
-    fi
-    local worker_token
-    worker_token=$(manage workers details "$WORKER" | sed -n 's/^token *: //p')
-    [ -n "$worker_token" ] || die "no token for worker $WORKER"
+    # The devices' dictionaries, then user, token, worker, device types and
+    # devices in one Django shell (each 'lava-server manage' command takes
+    # 2 s to start; and there is none for a worker's job limit or a device
+    # type's health checks in 2023.01).
     for v in "${qemu_versions[@]}"; do
         dt=vfiolab-qemu$v
-        manage device-types details "$dt" >/dev/null 2>&1 || manage device-types add "$dt" ||
-            die "adding device type $dt failed"
         for ((n = 1; n <= devices; n++)); do
             dev=$(printf '%s-%02d' "$dt" "$n")
             printf "{%% extends 'vfiolab-qemu.jinja2' %%}\n{%% set qemu_command = '%s' %%}\n" "${qemu_of[$v]}" >"$dc/devices/$dev.jinja2"
             chown lavaserver:lavaserver "$dc/devices/$dev.jinja2"
-            if ! manage devices details "$dev" >/dev/null 2>&1; then
-                manage devices add --device-type "$dt" --worker "$WORKER" "$dev" || die "adding device $dev failed"
-            fi
-            manage devices update "$dev" --worker "$WORKER" --health GOOD || die "setting $dev Good failed"
         done
     done
-    # Job limit, no health checks, devices above N retired: no manage
-    # command for the first two in LAVA 2023.01.
-    manage shell -c "
-import re
-from lava_scheduler_app.models import Device, DeviceType, Worker
-w = Worker.objects.get(hostname='$WORKER')
-w.job_limit = $devices
-# 'manage workers update --health' fails in 2023.01 (go_health_active wants a user)
-w.health = Worker.HEALTH_ACTIVE
-w.save()
-DeviceType.objects.filter(name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]).update(disable_health_check=True)
-for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'," "${qemu_versions[@]}")]):
-    m = re.fullmatch(r'.*-(\d+)', d.hostname)
-    if m and int(m.group(1)) > $devices and d.health != Device.HEALTH_RETIRED:
-        d.health = Device.HEALTH_RETIRED
-        d.save()
-        print('retired', d.hostname)
-    elif d.health != Device.HEALTH_RETIRED and not d.is_valid():
-        # the scheduler's own check: it would set the device Bad
-        print('invalid', d.hostname)
-        raise SystemExit(1)
-" || die "setting the worker's job limit / the device types' health checks failed, or a device's configuration is refused by the scheduler (above; /var/log/lava-server/django.log)"
-    # lava_common's schema (what lava-run and 'manage devices check' apply)
-    manage devices check --all >/dev/null 2>&1 || { manage devices check --all || true; die "a device's configuration does not validate (above)"; }
+    local out
+    out=$(SETUP_USER=$username SETUP_WORKER=$WORKER SETUP_DEVICES=$devices \
+        SETUP_TYPES="${qemu_versions[*]/#/vfiolab-qemu}" \
+        SETUP_TOKEN="$(cat "$state_dir/token" 2>/dev/null || true)" \
+        manage shell -c "$setup_py") || {
+        echo "$out" >&2
+        die "setting up user, worker, device types or devices failed (above; /var/log/lava-server/django.log)"
+    }
+    echo "$out" | grep -v '^\(token\|worker_token\)=' >&2 || true
+    TOKEN=$(echo "$out" | sed -n 's/^token=//p')
+    local worker_token
+    worker_token=$(echo "$out" | sed -n 's/^worker_token=//p')
+    [ -n "$TOKEN" ] && [ -n "$worker_token" ] || die "no API or worker token from the setup (output: $out)"
+    (umask 077; echo "$TOKEN" >"$state_dir/token")
+    write_state
+    lavacli identities add --uri "$URL/RPC2" --username "$username" --token "$TOKEN" "$identity" ||
+        die "lavacli identities add $identity failed"
 
     start_session scheduler lava-server manage lava-scheduler --level INFO \
         --log-file /var/log/lava-server/lava-scheduler.log
@@ -430,10 +468,11 @@ for d in Device.objects.filter(device_type__name__in=[$(printf "'vfiolab-qemu%s'
     # The worker is online once it has pinged the server.
     local online=""
     for ((i = 0; i < 60; i++)); do
-        online=$(manage workers details "$WORKER" | sed -n 's/^state *: //p')
+        online=$(curl -s --max-time 10 -H "Authorization: Token $TOKEN" "$URL/api/v0.2/workers/$WORKER/" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin).get("state", ""))' 2>/dev/null || true)
         [ "$online" = Online ] && break
         alive "$PID_worker" || { tail -n 20 "$state_dir/worker.out" /var/log/lava-dispatcher/lava-worker.log >&2; die "lava-worker exited (logs above)"; }
-        sleep 1
+        sleep 2
     done
     [ "$online" = Online ] || die "worker $WORKER is '$online', not Online, after 60s (see /var/log/lava-dispatcher/lava-worker.log)"
 
