@@ -84,7 +84,7 @@ function(vfiolab_install_package)
     lab/kernel-selftests.plan DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
   install(PROGRAMS lab/guest/init DESTINATION ${VFIOLAB_LAB_DATADIR}/guest COMPONENT lab)
   install(PROGRAMS lab/lava DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
-  install(PROGRAMS lab/lava.d/lava.py lab/lava.d/submit.py
+  install(PROGRAMS lab/lava.d/lava.py lab/lava.d/submit.py lab/lava.d/server.sh
     DESTINATION ${VFIOLAB_LAB_DATADIR}/lava.d COMPONENT lab)
   install(FILES lab/lava.d/vfiolab-qemu.jinja2 DESTINATION ${VFIOLAB_LAB_DATADIR}/lava.d COMPONENT lab)
   install(DIRECTORY lab/lanes DESTINATION ${VFIOLAB_LAB_DATADIR} COMPONENT lab)
