@@ -3,8 +3,8 @@
 lava-run on this machine boots it on, and the run folder its log becomes.
 
   lava.py job EXPORT_DIR --device-type TYPE --url-base URL --out JOB.yaml
-  lava.py device --template-dir DIR --device-type TYPE --qemu-command PATH
-                 --job JOB.yaml --out DEVICE.yaml
+  lava.py device --template-dir DIR --qemu-command PATH --job JOB.yaml
+                 --out DEVICE.yaml
   lava.py results LOG --out DIR
   lava.py errors LOG
   lava.py schema JOB.yaml
@@ -148,8 +148,8 @@ def device(args):
         context = (yaml.safe_load(f) or {}).get("context", {})
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(args.template_dir), autoescape=False,
                                      trim_blocks=True)
+    # The device dictionary a server would hold for such a device.
     dictionary = ("{% extends 'vfiolab-qemu.jinja2' %}\n"
-                  f"{{% set device_type = '{args.device_type}' %}}\n"
                   f"{{% set qemu_command = '{args.qemu_command}' %}}\n")
     rendered = environment.from_string(dictionary).render(**context)
     yaml.safe_load(rendered)  # fails here, not in lava-run, when it is not YAML
@@ -270,7 +270,6 @@ def main():
     p.add_argument("--out", required=True)
     p = commands.add_parser("device")
     p.add_argument("--template-dir", required=True)
-    p.add_argument("--device-type", required=True)
     p.add_argument("--qemu-command", required=True)
     p.add_argument("--job", required=True)
     p.add_argument("--out", required=True)
