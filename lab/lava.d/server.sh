@@ -443,7 +443,7 @@ cmd_up() {
         SETUP_TYPES="${qemu_versions[*]/#/vfiolab-qemu}" \
         SETUP_TOKEN="$(cat "$state_dir/token" 2>/dev/null || true)" \
         manage shell -c "$setup_py") || {
-        echo "$out" >&2
+        echo "$out" | grep -v '^\(token\|worker_token\)=' >&2
         die "setting up user, worker, device types or devices failed (above; /var/log/lava-server/django.log)"
     }
     echo "$out" | grep -v '^\(token\|worker_token\)=' >&2 || true
