@@ -25,12 +25,16 @@
 #   Devices of these types numbered above N are retired. Prints the URL,
 #   the identity and the token. When everything up started still runs, it
 #   says so and exits 0 (1 when asked for another N or PORT than it runs
-#   with). No lava-publisher: the worker polls the server (every 20 s)
-#   instead of waiting on its events. up that failed half-way leaves what
-#   it started running (see status); down, or the next up, stops it.
-# down: stops what up started, by recorded process id (the whole session:
-#   TERM, then KILL after 20 s), PostgreSQL only when up started it, and
-#   says whether any of it remains. Packages, database and devices stay.
+#   with); an up that failed half-way leaves what it started running (see
+#   status), and down or the next up stops it. No lava-publisher, no
+#   Apache: the scheduler looks for work every 20 s and the worker asks
+#   every 5 s, so a job starts 5 to 25 s after its submission.
+# down: stops what up started, by recorded process id: TERM to each one's
+#   process tree (its descendants and its session; PostgreSQL through
+#   pg_ctlcluster, and only when up started it), KILL for what remains
+#   after 20 s, then says whether anything remains. A job's QEMU goes with
+#   its worker; the job ends Incomplete at the next up. Packages, the
+#   database (devices, jobs, the token) and /etc/lava-server stay.
 # status: what up started and whether it runs; the URL and the identity.
 #
 # State: $VFIOLAB_LAVA_STATE, default /var/lib/vfiolab-lava: "state" (shell
@@ -38,9 +42,9 @@
 # STARTED, the processes up started, and each one's PID_<name>), "token",
 # each process's stdout/stderr in <name>.out, and worker/, lava-worker's
 # directory (--worker-dir: its jobs database, its token, the jobs' files).
-# The daemons' own logs:
-# /var/log/lava-server/{gunicorn,lava-scheduler}.log,
-# /var/log/lava-dispatcher/lava-worker.log.
+# The daemons' own logs: /var/log/lava-server/{gunicorn,lava-scheduler}.log,
+# /var/log/lava-dispatcher/lava-worker.log. One instance a machine: the
+# database and /etc/lava-server are the system's.
 #
 # Exit status: 0 done, 1 failure (the message says what), 2 usage error.
 set -euo pipefail
@@ -462,7 +466,7 @@ cmd_up() {
     # A worker directory of its own (jobs database, token, the jobs' files),
     # not /var/lib/lava/dispatcher/worker/ that a system lava-worker uses.
     start_session worker lava-worker --level INFO --url "$URL/" --token "$worker_token" \
-        --name "$WORKER" --worker-dir "$state_dir/worker" \
+        --name "$WORKER" --worker-dir "$state_dir/worker" --ping-interval 5 \
         --log-file /var/log/lava-dispatcher/lava-worker.log
 
     # The worker is online once it has pinged the server.
