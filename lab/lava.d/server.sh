@@ -465,7 +465,11 @@ cmd_up() {
     mkdir -p /var/log/lava-dispatcher
     # A worker directory of its own (jobs database, token, the jobs' files),
     # not /var/lib/lava/dispatcher/worker/ that a system lava-worker uses.
-    start_session worker lava-worker --level INFO --url "$URL/" --token "$worker_token" \
+    # Its token in its directory's token file, where it looks without
+    # --token (which would show it in ps).
+    mkdir -p "$state_dir/worker"
+    (umask 077; echo "$worker_token" >"$state_dir/worker/token")
+    start_session worker lava-worker --level INFO --url "$URL/" \
         --name "$WORKER" --worker-dir "$state_dir/worker" --ping-interval 5 \
         --log-file /var/log/lava-dispatcher/lava-worker.log
 
