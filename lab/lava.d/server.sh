@@ -398,10 +398,10 @@ cmd_up() {
     # else now (the same script; it also migrates).
     if [ ! -f /etc/lava-server/settings.d/00-database.yaml ] && [ ! -f /etc/lava-server/instance.conf ]; then
         say "lava-server's database was not set up at install (PostgreSQL was down): running its postinst.py"
-        python3 /usr/share/lava-server/postinst.py || die "/usr/share/lava-server/postinst.py failed"
+        /usr/bin/python3 /usr/share/lava-server/postinst.py || die "/usr/share/lava-server/postinst.py failed"
     elif ! manage migrate --check >/dev/null 2>&1; then
         say "lava-server's database needs migrating"
-        python3 /usr/share/lava-server/postinst.py --db || die "/usr/share/lava-server/postinst.py --db failed"
+        /usr/bin/python3 /usr/share/lava-server/postinst.py --db || die "/usr/share/lava-server/postinst.py --db failed"
     fi
 
     # The device-type template and the devices' dictionaries.
@@ -477,7 +477,7 @@ cmd_up() {
     local online=""
     for ((i = 0; i < 60; i++)); do
         online=$(curl -s --max-time 10 -H "Authorization: Token $TOKEN" "$URL/api/v0.2/workers/$WORKER/" |
-            python3 -c 'import json, sys; print(json.load(sys.stdin).get("state", ""))' 2>/dev/null || true)
+            /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin).get("state", ""))' 2>/dev/null || true)
         [ "$online" = Online ] && break
         alive "$PID_worker" || { tail -n 20 "$state_dir/worker.out" /var/log/lava-dispatcher/lava-worker.log >&2; die "lava-worker exited (logs above)"; }
         sleep 2
