@@ -25,12 +25,16 @@
 #   Devices of these types numbered above N are retired. Prints the URL,
 #   the identity and the token. When everything up started still runs, it
 #   says so and exits 0 (1 when asked for another N or PORT than it runs
-#   with). No lava-publisher: the worker polls the server (every 20 s)
-#   instead of waiting on its events. up that failed half-way leaves what
-#   it started running (see status); down, or the next up, stops it.
-# down: stops what up started, by recorded process id (the whole session:
-#   TERM, then KILL after 20 s), PostgreSQL only when up started it, and
-#   says whether any of it remains. Packages, database and devices stay.
+#   with); an up that failed half-way leaves what it started running (see
+#   status), and down or the next up stops it. No lava-publisher, no
+#   Apache: the scheduler looks for work every 20 s and the worker asks
+#   every 5 s, so a job starts 5 to 25 s after its submission.
+# down: stops what up started, by recorded process id: TERM to each one's
+#   process tree (its descendants and its session; PostgreSQL through
+#   pg_ctlcluster, and only when up started it), KILL for what remains
+#   after 20 s, then says whether anything remains. A job's QEMU goes with
+#   its worker; the job ends Incomplete at the next up. Packages, the
+#   database (devices, jobs, the token) and /etc/lava-server stay.
 # status: what up started and whether it runs; the URL and the identity.
 #
 # State: $VFIOLAB_LAVA_STATE, default /var/lib/vfiolab-lava: "state" (shell
@@ -38,9 +42,9 @@
 # STARTED, the processes up started, and each one's PID_<name>), "token",
 # each process's stdout/stderr in <name>.out, and worker/, lava-worker's
 # directory (--worker-dir: its jobs database, its token, the jobs' files).
-# The daemons' own logs:
-# /var/log/lava-server/{gunicorn,lava-scheduler}.log,
-# /var/log/lava-dispatcher/lava-worker.log.
+# The daemons' own logs: /var/log/lava-server/{gunicorn,lava-scheduler}.log,
+# /var/log/lava-dispatcher/lava-worker.log. One instance a machine: the
+# database and /etc/lava-server are the system's.
 #
 # Exit status: 0 done, 1 failure (the message says what), 2 usage error.
 set -euo pipefail
@@ -394,10 +398,10 @@ cmd_up() {
     # else now (the same script; it also migrates).
     if [ ! -f /etc/lava-server/settings.d/00-database.yaml ] && [ ! -f /etc/lava-server/instance.conf ]; then
         say "lava-server's database was not set up at install (PostgreSQL was down): running its postinst.py"
-        python3 /usr/share/lava-server/postinst.py || die "/usr/share/lava-server/postinst.py failed"
+        /usr/bin/python3 /usr/share/lava-server/postinst.py || die "/usr/share/lava-server/postinst.py failed"
     elif ! manage migrate --check >/dev/null 2>&1; then
         say "lava-server's database needs migrating"
-        python3 /usr/share/lava-server/postinst.py --db || die "/usr/share/lava-server/postinst.py --db failed"
+        /usr/bin/python3 /usr/share/lava-server/postinst.py --db || die "/usr/share/lava-server/postinst.py --db failed"
     fi
 
     # The device-type template and the devices' dictionaries.
@@ -443,7 +447,7 @@ cmd_up() {
         SETUP_TYPES="${qemu_versions[*]/#/vfiolab-qemu}" \
         SETUP_TOKEN="$(cat "$state_dir/token" 2>/dev/null || true)" \
         manage shell -c "$setup_py") || {
-        echo "$out" >&2
+        echo "$out" | grep -v '^\(token\|worker_token\)=' >&2
         die "setting up user, worker, device types or devices failed (above; /var/log/lava-server/django.log)"
     }
     echo "$out" | grep -v '^\(token\|worker_token\)=' >&2 || true
@@ -461,15 +465,19 @@ cmd_up() {
     mkdir -p /var/log/lava-dispatcher
     # A worker directory of its own (jobs database, token, the jobs' files),
     # not /var/lib/lava/dispatcher/worker/ that a system lava-worker uses.
-    start_session worker lava-worker --level INFO --url "$URL/" --token "$worker_token" \
-        --name "$WORKER" --worker-dir "$state_dir/worker" \
+    # Its token in its directory's token file, where it looks without
+    # --token (which would show it in ps).
+    mkdir -p "$state_dir/worker"
+    (umask 077; echo "$worker_token" >"$state_dir/worker/token")
+    start_session worker lava-worker --level INFO --url "$URL/" \
+        --name "$WORKER" --worker-dir "$state_dir/worker" --ping-interval 5 \
         --log-file /var/log/lava-dispatcher/lava-worker.log
 
     # The worker is online once it has pinged the server.
     local online=""
     for ((i = 0; i < 60; i++)); do
         online=$(curl -s --max-time 10 -H "Authorization: Token $TOKEN" "$URL/api/v0.2/workers/$WORKER/" |
-            python3 -c 'import json, sys; print(json.load(sys.stdin).get("state", ""))' 2>/dev/null || true)
+            /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin).get("state", ""))' 2>/dev/null || true)
         [ "$online" = Online ] && break
         alive "$PID_worker" || { tail -n 20 "$state_dir/worker.out" /var/log/lava-dispatcher/lava-worker.log >&2; die "lava-worker exited (logs above)"; }
         sleep 2
