@@ -20,7 +20,8 @@ test cases, the entry as the test suite.
 LOG is a job's log as lava-run writes it (output.yaml) or as the server
 gives it (lavacli jobs logs --raw): a YAML list of records. results writes
 ktap.txt (the guest's "vfiolab-ktap:" lines, the document lab/run gets),
-console.log (every other line of the console), lava-results.tsv (the
+console.log (every other line of the console, in the kernel's time
+order: chronological), lava-results.tsv (the
 monitors' test cases) and lava-errors (what LAVA said went wrong).
 """
 
@@ -182,6 +183,33 @@ def log_records(path):
     return records
 
 
+STAMP = re.compile(r"\[\s*(\d+)\.(\d+)\] ")
+
+
+def chronological(lines):
+    """The console's lines in the kernel's time order, each kernel message
+    once. While the plan runs the guest relays the kernel's messages from
+    /dev/kmsg (lab/runner/lava_console.h), up to 200 ms after they were
+    logged; after an Oops or a panic the kernel raises the console's level
+    again and prints its messages itself, beside the relay's copies. A line
+    without a timestamp keeps its place after the kernel line before it."""
+    keyed, at = [], (0, 0)
+    for index, line in enumerate(lines):
+        match = STAMP.match(line)
+        if match:
+            at = (int(match.group(1)), int(match.group(2)))
+        keyed.append((at, index, line))
+    keyed.sort()
+    seen, ordered = set(), []
+    for _, _, line in keyed:
+        if STAMP.match(line):
+            if line in seen:
+                continue
+            seen.add(line)
+        ordered.append(line)
+    return ordered
+
+
 def results(args):
     records = log_records(args.log)
     console, ktap, cases, errors = [], [], [], []
@@ -209,7 +237,7 @@ def results(args):
     with open(f"{args.out}/ktap.txt", "w", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in ktap))
     with open(f"{args.out}/console.log", "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in console))
+        f.write("".join(line + "\n" for line in chronological(console)))
     with open(f"{args.out}/lava-results.tsv", "w", encoding="utf-8") as f:
         f.write("suite\tcase\tresult\n")
         f.write("".join(f"{s}\t{c}\t{r}\n" for s, c, r in cases))
