@@ -57,11 +57,11 @@ TEST(LavaConsole, ProgramsInPlanOrderAndKtapAsItComes) {
     console.ktap("KTAP version 1\n1..2\n");
     // The second finishes first: its KTAP goes out, its LAVA lines wait.
     console.ktap("    ok 1 a\nok 1 second\n");
-    console.finished(1, {"    ok 1 a"}, "ok", "");
+    console.finished(1, {"    ok 1 a"}, "ok 1 second");
     EXPECT_EQ(read(path).find("vfiolab-lava:"), std::string::npos);
     console.finished(0, {"    KTAP version 1", "    1..2", "    not ok 1 x.y", "    ok 2 x.z # SKIP why",
                          "        ok 1 nested, not the program's own"},
-                     "not ok", "");
+                     "not ok 2 first:edu");
   }
   EXPECT_EQ(read(path),
             "vfiolab-ktap: KTAP version 1\n"
@@ -87,7 +87,7 @@ TEST(LavaConsole, ASkippedProgramKeepsItsReason) {
   ::close(fd);
   {
     LavaConsole console(path, {"kselftest:irq_test"}, /*relay_kernel_log=*/false);
-    console.finished(0, {"    # kselftest:irq_test: not run: no KVM"}, "ok", " # SKIP no KVM");
+    console.finished(0, {"    # kselftest:irq_test: not run: no KVM"}, "ok 1 kselftest:irq_test # SKIP no KVM");
   }
   EXPECT_NE(read(path).find("vfiolab-lava: case program skip no KVM\n"), std::string::npos);
   EXPECT_NE(read(path).find("vfiolab-lava: end kselftest:irq_test skip\n"), std::string::npos);

@@ -1,6 +1,7 @@
 #include "lava_console.h"
 
 #include "vfiolab/kmsg.h"
+#include "vfiolab/ktap.h"
 
 #include <fmt/format.h>
 #include <fcntl.h>
@@ -26,56 +27,28 @@ std::optional<int> console_level() {
   return std::nullopt;
 }
 
-// "ok" or "not ok" and the directive of a program's own result line, as a
-// LAVA result.
-std::string program_result(std::string_view verdict, std::string_view directive) {
-  if (verdict != "ok") return "fail";
-  return directive.starts_with(" # SKIP") ? "skip" : "pass";
-}
-
 }  // namespace
 
 std::optional<LavaCase> lava_case(std::string_view line) {
-  bool ok = true;
-  if (line.starts_with("ok ")) {
-    line.remove_prefix(3);
-  } else if (line.starts_with("not ok ")) {
-    ok = false;
-    line.remove_prefix(7);
-  } else {
-    return std::nullopt;
-  }
-  const auto number_end = line.find_first_not_of("0123456789");
-  if (number_end == 0) return std::nullopt;
-  std::string_view number = line.substr(0, number_end);
-  line.remove_prefix(number_end == std::string_view::npos ? line.size() : number_end);
-  if (line.starts_with(" ")) line.remove_prefix(1);
-  std::string_view name = line, directive;
-  if (const auto hash = line.find(" # "); hash != std::string_view::npos) {
-    name = line.substr(0, hash);
-    directive = line.substr(hash + 3);
-  } else if (line.starts_with("# ")) {
-    name = {};
-    directive = line.substr(2);
-  }
+  // KTAP's own reading of the line, and of how its result counts.
+  auto parsed = ktap::parse_result_line(line);
+  if (!parsed || !parsed->number) return std::nullopt;
   LavaCase result;
-  result.id = name.empty() ? std::string(number) : std::string(name);
+  result.id = parsed->name.empty() ? std::to_string(*parsed->number) : parsed->name;
   for (char& c : result.id) {
     if (std::isspace(static_cast<unsigned char>(c))) c = '_';
   }
-  const bool skip = directive.size() >= 4 && std::toupper(static_cast<unsigned char>(directive[0])) == 'S' &&
-                    std::toupper(static_cast<unsigned char>(directive[1])) == 'K' &&
-                    std::toupper(static_cast<unsigned char>(directive[2])) == 'I' &&
-                    std::toupper(static_cast<unsigned char>(directive[3])) == 'P';
-  result.result = !ok ? "fail" : skip ? "skip" : "pass";
-  if (skip) {
-    directive.remove_prefix(4);
-    while (directive.starts_with(" ")) directive.remove_prefix(1);
-    result.reason = std::string(directive);
+  ktap::Result counted;
+  counted.ok = parsed->ok;
+  counted.directive = parsed->directive;
+  switch (ktap::outcome(counted)) {
+    case ktap::Outcome::pass: result.result = "pass"; break;
+    case ktap::Outcome::fail: result.result = "fail"; break;
+    case ktap::Outcome::skip: result.result = "skip"; break;
   }
+  if (parsed->directive == ktap::Directive::skip) result.reason = parsed->reason;
   return result;
 }
-
 LavaConsole::LavaConsole(const std::string& path, std::vector<std::string> names, bool relay_kernel_log)
     : fd_(::open(path.c_str(), O_WRONLY | O_NOCTTY | O_APPEND | O_CLOEXEC)),
       names_(std::move(names)),
@@ -155,27 +128,27 @@ void LavaConsole::ktap(std::string_view text) {
   write_whole(prefixed);
 }
 
-void LavaConsole::finished(std::size_t entry, const std::vector<std::string>& block, std::string_view verdict,
-                           std::string_view directive) {
+void LavaConsole::finished(std::size_t entry, const std::vector<std::string>& block, std::string_view result_line) {
   if (entry >= done_.size()) return;
-  done_[entry] = Done{block, std::string(verdict), std::string(directive)};
+  done_[entry] = Done{block, std::string(result_line)};
   // LAVA's monitors wait for one program after another, in the order the
   // job lists them: the plan's.
   for (; next_ < done_.size() && done_[next_]; ++next_) {
     const Done& done = *done_[next_];
     std::string text = fmt::format("vfiolab-lava: begin {}\n", names_[next_]);
+    auto add_case = [&](std::string_view id, const LavaCase& c) {
+      text += fmt::format("vfiolab-lava: case {} {}{}{}\n", id, c.result, c.reason.empty() ? "" : " ", c.reason);
+    };
     for (const auto& line : done.block) {
       // The program's own results: one level in, as the runner nests them.
       if (!line.starts_with("    ") || line.starts_with("     ")) continue;
-      if (auto c = lava_case(std::string_view(line).substr(4))) {
-        text += fmt::format("vfiolab-lava: case {} {}{}{}\n", c->id, c->result, c->reason.empty() ? "" : " ",
-                            c->reason);
-      }
+      if (auto c = lava_case(std::string_view(line).substr(4))) add_case(c->id, *c);
     }
-    const std::string result = program_result(done.verdict, done.directive);
-    text += fmt::format("vfiolab-lava: case program {}{}\n", result,
-                        result == "skip" ? done.directive.substr(std::string_view(" # SKIP").size()) : "");
-    text += fmt::format("vfiolab-lava: end {} {}\n", names_[next_], result);
+    // The runner writes every program's own result line; one it could not
+    // read counts as failed.
+    const LavaCase own = lava_case(done.result_line).value_or(LavaCase{"program", "fail", ""});
+    add_case("program", own);
+    text += fmt::format("vfiolab-lava: end {} {}\n", names_[next_], own.result);
     write_whole(text);
   }
 }

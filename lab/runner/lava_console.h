@@ -47,18 +47,15 @@ class LavaConsole {
   // Text of the KTAP document as the results port gets it.
   void ktap(std::string_view text);
   // Entry `entry` (its plan position) finished: the lines of its nested
-  // KTAP block (indented) and its own verdict line's "ok"/"not ok" and
-  // directive (" # SKIP why", " # TIMEOUT", "").
-  void finished(std::size_t entry, const std::vector<std::string>& block, std::string_view verdict,
-                std::string_view directive);
+  // KTAP block (indented) and its own result line ("ok 3 NAME # SKIP why").
+  void finished(std::size_t entry, const std::vector<std::string>& block, std::string_view result_line);
   // Stops the relay after one last read, and puts the console's log level back.
   void close();
 
  private:
   struct Done {
     std::vector<std::string> block;
-    std::string verdict;
-    std::string directive;
+    std::string result_line;
   };
   void write_whole(std::string_view text);
   void relay_kernel_log();
@@ -74,8 +71,9 @@ class LavaConsole {
 };
 
 // One KTAP result line, "ok 3 name # SKIP why" (after its indentation), as
-// a LAVA test case: its id (whitespace made '_'), pass/fail/skip, and the
-// SKIP's reason. Nothing for a line that is not a result.
+// a LAVA test case: its id (whitespace made '_'; the number where it has no
+// name), pass/fail/skip as vfiolab's report counts it (ktap::outcome), and
+// the SKIP's reason. Nothing for a line that is not a numbered result.
 struct LavaCase {
   std::string id;
   std::string result;

@@ -320,9 +320,9 @@ class Runner {
               std::string_view directive) {
     std::string text;
     for (const auto& line : block) text += line + "\n";
-    text += fmt::format("{} {} {}{}\n", verdict, ++reported_, plan_[entry].name, directive);
-    results(text);
-    if (lava_) lava_->finished(entry, block, verdict, directive);
+    const std::string result_line = fmt::format("{} {} {}{}", verdict, ++reported_, plan_[entry].name, directive);
+    results(text + result_line + "\n");
+    if (lava_) lava_->finished(entry, block, result_line);
   }
 
   std::vector<lab::PlanEntry> plan_;
